@@ -1,0 +1,220 @@
+"""`[tool.nbcd]` in a project's pyproject.toml, read into a Config.
+
+CLI flags override these values; notebook metadata and cell tags override both for one
+notebook or cell.
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbcd.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["Config", "RunSpec", "find_project_root", "load_config"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A notebook `nbcd run` / `nbcd ci` executes with fixed parameters to produce artifacts."""
+
+    notebook: Path
+    parameters: dict[str, Any] = field(default_factory=dict)
+    artifacts: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class TestSettings:
+    """Defaults of `nbcd test`."""
+
+    mode: str = "compare"
+    lax: bool = False
+    rtol: float = 0.0
+    atol: float = 0.0
+    sanitize_with: Path | None = None
+    compare_images: bool = False
+    jobs: int | None = None
+    cache: bool = True
+
+
+@dataclass(frozen=True)
+class LintSettings:
+    """Defaults of `nbcd lint`."""
+
+    ignore: tuple[str, ...] = ()
+    required_sections: tuple[str, ...] = ()
+    max_output_bytes: int = 100_000
+
+
+@dataclass(frozen=True)
+class Config:
+    """A project's nbcd settings, with every path absolute."""
+
+    root: Path
+    notebooks: tuple[str, ...] = ("notebooks/*.ipynb",)
+    build_dir: Path = Path("build")
+    timeout: float = 600.0
+    kernel: str = "python3"
+    html: bool = True
+    runs: tuple[RunSpec, ...] = ()
+    test: TestSettings = field(default_factory=TestSettings)
+    lint: LintSettings = field(default_factory=LintSettings)
+    source: Path | None = None
+
+    @property
+    def notebooks_out(self) -> Path:
+        """Where executed notebooks are written."""
+        return self.build_dir / "notebooks"
+
+    @property
+    def html_out(self) -> Path:
+        """Where HTML renderings of executed notebooks are written."""
+        return self.build_dir / "html"
+
+    def notebook_paths(self) -> list[Path]:
+        """The project's notebooks, from the configured globs, sorted, checkpoints excluded."""
+        found: dict[Path, None] = {}
+        for pattern in self.notebooks:
+            for name in sorted(glob.glob(str(self.root / pattern), recursive=True)):
+                path = Path(name)
+                if ".ipynb_checkpoints" not in path.parts and path.suffix == ".ipynb":
+                    found[path.resolve()] = None
+        return list(found)
+
+    def run_for(self, notebook: Path) -> RunSpec | None:
+        """The configured run of a notebook, if there is one."""
+        target = notebook.resolve()
+        return next((r for r in self.runs if r.notebook == target), None)
+
+
+_TOP_KEYS = {"notebooks", "build_dir", "timeout", "kernel", "html", "runs", "test", "lint"}
+_RUN_KEYS = {"notebook", "parameters", "artifacts"}
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The nearest folder at or above start whose pyproject.toml has a [tool.nbcd] table."""
+    here = start.resolve()
+    if here.is_file():
+        here = here.parent
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file() and "[tool.nbcd" in candidate.read_text(encoding="utf-8"):
+            return folder
+    return None
+
+
+def load_config(start: Path | None = None) -> Config:
+    """Load [tool.nbcd] for the project containing start (default: the working folder).
+
+    Without a project, the defaults apply with the working folder as root.
+    """
+    start = start or Path.cwd()
+    root = find_project_root(start)
+    if root is None:
+        return Config(root=Path.cwd().resolve(), build_dir=Path.cwd().resolve() / "build")
+    source = root / "pyproject.toml"
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+    table = data.get("tool", {}).get("nbcd", {})
+    return _parse(table, root, source)
+
+
+def _parse(table: dict[str, Any], root: Path, source: Path) -> Config:
+    where = f"{source} [tool.nbcd]"
+    _reject_unknown(table, _TOP_KEYS, where)
+    notebooks = _get(table, "notebooks", list, where, ["notebooks/*.ipynb"])
+    if not all(isinstance(n, str) for n in notebooks):
+        raise ConfigError(f"{where}: 'notebooks' must be a list of glob strings")
+    timeout = _get(table, "timeout", (int, float), where, 600)
+    if timeout <= 0:
+        raise ConfigError(f"{where}: 'timeout' must be a positive number of seconds")
+    runs = []
+    for i, entry in enumerate(_get(table, "runs", list, where, [])):
+        runs.append(_parse_run(entry, root, f"{where} runs[{i}]"))
+    return Config(
+        root=root,
+        notebooks=tuple(notebooks),
+        build_dir=root / _get(table, "build_dir", str, where, "build"),
+        timeout=float(timeout),
+        kernel=_get(table, "kernel", str, where, "python3"),
+        html=_get(table, "html", bool, where, True),
+        runs=tuple(runs),
+        test=_parse_test(_get(table, "test", dict, where, {}), root, f"{where}.test"),
+        lint=_parse_lint(_get(table, "lint", dict, where, {}), f"{where}.lint"),
+        source=source,
+    )
+
+
+def _parse_run(entry: Any, root: Path, where: str) -> RunSpec:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a table with 'notebook', 'parameters', 'artifacts'")
+    _reject_unknown(entry, _RUN_KEYS, where)
+    if "notebook" not in entry:
+        raise ConfigError(f"{where}: 'notebook' is required")
+    notebook = (root / _get(entry, "notebook", str, where, "")).resolve()
+    artifacts = _get(entry, "artifacts", list, where, [])
+    return RunSpec(
+        notebook=notebook,
+        parameters=dict(_get(entry, "parameters", dict, where, {})),
+        artifacts=tuple((root / str(a)).resolve() for a in artifacts),
+    )
+
+
+def _parse_test(table: dict[str, Any], root: Path, where: str) -> TestSettings:
+    _reject_unknown(table, set(TestSettings.__dataclass_fields__), where)
+    mode = _get(table, "mode", str, where, "compare")
+    if mode not in ("compare", "run"):
+        raise ConfigError(f"{where}: 'mode' must be \"compare\" or \"run\", not {mode!r}")
+    sanitize = table.get("sanitize_with")
+    jobs = table.get("jobs")
+    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
+        raise ConfigError(f"{where}: 'jobs' must be a positive integer")
+    return TestSettings(
+        mode=mode,
+        lax=_get(table, "lax", bool, where, False),
+        rtol=float(_get(table, "rtol", (int, float), where, 0.0)),
+        atol=float(_get(table, "atol", (int, float), where, 0.0)),
+        sanitize_with=(root / str(sanitize)) if sanitize else None,
+        compare_images=_get(table, "compare_images", bool, where, False),
+        jobs=jobs,
+        cache=_get(table, "cache", bool, where, True),
+    )
+
+
+def _parse_lint(table: dict[str, Any], where: str) -> LintSettings:
+    _reject_unknown(table, set(LintSettings.__dataclass_fields__), where)
+    return LintSettings(
+        ignore=tuple(_get(table, "ignore", list, where, [])),
+        required_sections=tuple(_get(table, "required_sections", list, where, [])),
+        max_output_bytes=_get(table, "max_output_bytes", int, where, 100_000),
+    )
+
+
+def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; known keys are {', '.join(sorted(known))}"
+        )
+
+
+def _get(
+    table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any
+) -> Any:
+    value = table.get(key, default)
+    # bool is an int subclass; a boolean where a number is expected is a mistake
+    wrong_bool = isinstance(value, bool) and kind in (int, (int, float))
+    if not isinstance(value, kind) or wrong_bool:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}: {key!r} must be {names}, not {type(value).__name__}")
+    return value

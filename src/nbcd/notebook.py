@@ -1,0 +1,112 @@
+"""Reading, validating, hashing and atomically writing notebooks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat import NotebookNode
+
+from nbcd.errors import NotebookError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "cell_label",
+    "read_notebook",
+    "source_excerpt",
+    "write_notebook",
+]
+
+
+def read_notebook(path: Path) -> NotebookNode:
+    """Read an nbformat 4 notebook, or raise NotebookError with one line saying what is wrong."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotebookError(f"{path}: no such notebook; check the path") from None
+    except IsADirectoryError:
+        raise NotebookError(f"{path}: is a folder, not a notebook file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NotebookError(f"{path}: cannot be read ({exc})") from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise NotebookError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "is it a notebook, and was a merge conflict left in it?"
+        ) from None
+    if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
+        raise NotebookError(f"{path}: JSON but not a notebook (no 'cells'); check the file")
+    major = data.get("nbformat")
+    if major != 4:
+        raise NotebookError(
+            f"{path}: nbformat {major} notebook; nbcd needs nbformat 4 "
+            "(convert it with `jupyter nbconvert --to notebook --nbformat 4`)"
+        )
+    try:
+        nb = nbformat.reads(raw, as_version=4)
+    except Exception as exc:  # nbformat raises several unrelated types for bad structure
+        raise NotebookError(f"{path}: not a valid notebook ({_first_line(exc)})") from None
+    try:
+        nbformat.validate(nb)
+    except nbformat.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
+        raise NotebookError(
+            f"{path}: invalid nbformat 4 notebook at {where}: {_first_line(exc)}"
+        ) from None
+    return nb
+
+
+def write_notebook(nb: NotebookNode, path: Path) -> None:
+    """Write a notebook atomically: readers see the old file or the new one, never half."""
+    atomic_write_text(path, nbformat.writes(nb) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to path via a temporary file in the same folder and os.replace."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes to path atomically, creating parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def content_hash(data: Any) -> str:
+    """A stable sha256 of JSON-serialisable data (sorted keys)."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def source_excerpt(source: str, lines: int = 3, width: int = 100) -> str:
+    """The first non-blank lines of a cell's source, for error messages."""
+    kept = [line.rstrip() for line in source.splitlines() if line.strip()][:lines]
+    clipped = [line if len(line) <= width else line[: width - 1] + "…" for line in kept]
+    more = len([ln for ln in source.splitlines() if ln.strip()]) > lines
+    return " | ".join(clipped) + (" | …" if more else "")
+
+
+def cell_label(index: int) -> str:
+    """How a cell is named to users: its 1-based position in the notebook file."""
+    return f"cell {index + 1}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,145 @@
+"""The run stage: execute a notebook with parameters and keep what it produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbcd.config import Config
+from nbcd.errors import UsageError
+from nbcd.execute import ExecutionResult, ProgressCallback, execute_notebook
+from nbcd.notebook import (
+    atomic_write_text,
+    cell_label,
+    read_notebook,
+    source_excerpt,
+    write_notebook,
+)
+from nbcd.params import inject_parameters
+from nbcd.render import notebook_to_html
+
+__all__ = ["RunResult", "run_notebook"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one `nbcd run` did: where it wrote, which parameters, and how execution ended."""
+
+    notebook: Path
+    output: Path
+    html: Path | None
+    execution: ExecutionResult
+    parameters: dict[str, Any]
+    undeclared: tuple[str, ...] = ()
+    has_parameters_cell: bool = True
+    injected_index: int | None = None
+    artifacts: tuple[Path, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """True when every cell ran and every declared artifact exists."""
+        return self.execution.ok and not self.missing_artifacts
+
+    @property
+    def missing_artifacts(self) -> tuple[Path, ...]:
+        """Declared artifacts the run did not leave behind."""
+        if not self.execution.ok:
+            return ()
+        return tuple(a for a in self.artifacts if not a.exists())
+
+    def failure_cell(self) -> str:
+        """The failing cell as the user knows it: its position in their notebook file."""
+        failure = self.execution.failure
+        if failure is None:
+            return ""
+        index = failure.cell_index
+        if self.injected_index is not None:
+            if index == self.injected_index:
+                return "the injected-parameters cell"
+            if index > self.injected_index:
+                index -= 1
+        return cell_label(index)
+
+    def describe_failure(self) -> str:
+        """One line naming notebook, cell and exception, then the cell's first source lines."""
+        failure = self.execution.failure
+        if failure is None:
+            if self.missing_artifacts:
+                names = ", ".join(str(a) for a in self.missing_artifacts)
+                return f"{self.notebook}: ran, but did not write its declared artifacts: {names}"
+            return ""
+        where = f"{self.notebook}: {self.failure_cell()}"
+        if failure.kind == "timeout":
+            head = f"{where} timed out ({failure.evalue})"
+        elif failure.kind == "died":
+            head = f"{where}: the kernel died while it ran"
+        else:
+            head = f"{where} raised {failure.ename}: {failure.evalue}"
+        return f"{head}\n    source: {source_excerpt(failure.source)}"
+
+
+def run_notebook(
+    config: Config,
+    notebook: Path,
+    *,
+    parameters: dict[str, Any] | None = None,
+    output: Path | None = None,
+    inplace: bool = False,
+    timeout: float | None = None,
+    kernel: str | None = None,
+    html: bool | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RunResult:
+    """Execute notebook with configured, then given, parameters; write it and its HTML."""
+    notebook = notebook.resolve()
+    nb = read_notebook(notebook)
+    spec = config.run_for(notebook)
+    merged = {**(spec.parameters if spec else {}), **(parameters or {})}
+    injection = inject_parameters(nb, merged)
+    target = _output_path(config, notebook, output, inplace)
+    execution = execute_notebook(
+        injection.notebook,
+        cwd=notebook.parent,
+        kernel_name=kernel or _kernel_of(nb) or config.kernel,
+        timeout=timeout or config.timeout,
+        on_progress=on_progress,
+    )
+    # the executed notebook is written even when a cell failed: its outputs show why
+    write_notebook(execution.notebook, target)
+    html_path = None
+    if html if html is not None else config.html:
+        html_path = config.html_out / f"{notebook.stem}.html"
+        atomic_write_text(html_path, notebook_to_html(execution.notebook))
+    return RunResult(
+        notebook=notebook,
+        output=target,
+        html=html_path,
+        execution=execution,
+        parameters=merged,
+        undeclared=injection.undeclared,
+        has_parameters_cell=injection.has_parameters_cell,
+        injected_index=injection.injected_index,
+        artifacts=spec.artifacts if spec else (),
+    )
+
+
+def _output_path(config: Config, notebook: Path, output: Path | None, inplace: bool) -> Path:
+    if inplace and output is not None:
+        raise UsageError("--inplace and -o/--output both say where to write; give one")
+    if inplace:
+        return notebook
+    target = (output or config.notebooks_out / notebook.name).resolve()
+    if target == notebook:
+        raise UsageError(
+            f"{notebook}: the output would overwrite the input notebook; pass --inplace to allow it"
+        )
+    if target.is_dir():
+        target = target / notebook.name
+    return target
+
+
+def _kernel_of(nb: Any) -> str | None:
+    spec = nb.get("metadata", {}).get("kernelspec", {})
+    name = spec.get("name") if isinstance(spec, dict) else None
+    return name if isinstance(name, str) and name else None
