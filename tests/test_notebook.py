@@ -55,3 +55,12 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
 
 def test_source_excerpt_keeps_first_lines() -> None:
     assert source_excerpt("\nimport os\n\nx = 1\ny = 2\nz = 3") == "import os | x = 1 | y = 2 | …"
+
+
+def test_write_keeps_the_file_mode(tmp_path: Path) -> None:
+    path = tmp_path / "a.ipynb"
+    write_notebook(build_notebook("x = 1"), path)
+    assert path.stat().st_mode & 0o044, "a new file is readable by others, as usual"
+    path.chmod(0o640)
+    write_notebook(build_notebook("x = 2"), path)
+    assert path.stat().st_mode & 0o777 == 0o640

