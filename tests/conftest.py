@@ -32,8 +32,11 @@ def build_notebook(
     for cell in cells:
         source, tags = (cell, []) if isinstance(cell, str) else cell
         nb.cells.append(new_code_cell(source, metadata={"tags": tags} if tags else {}))
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return nb
 
 
@@ -54,5 +57,12 @@ def run_cli(*args: str | Path, cwd: Path, timeout: float = 120) -> subprocess.Co
     """Run the real `nbcd` command line and capture what a user would see."""
     return subprocess.run(
         [sys.executable, "-m", "nbcd", *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
+
+
+pytest_plugins = ["pytester"]

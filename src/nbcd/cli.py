@@ -7,7 +7,7 @@ Every NbcdError becomes one readable line on stderr and the exit code of DESIGN.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from nbcd.config import load_config
-from nbcd.errors import EXIT_EXECUTION, CheckFailed, ExecutionError, NbcdError
+from nbcd.config import Config, load_config
+from nbcd.errors import EXIT_EXECUTION, CheckFailed, ExecutionError, NbcdError, UsageError
 from nbcd.execute import ProgressCallback
 from nbcd.params import load_parameters_file, parse_value
 
@@ -39,15 +39,34 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("notebook", type=click.Path(path_type=Path))
-@click.option("-p", "--parameter", "params", nargs=2, multiple=True, metavar="NAME VALUE",
-              help="Set a parameter; VALUE is typed by YAML rules (7, 0.5, true, null, [a, b]).")
-@click.option("-f", "--parameters-file", "params_file", type=click.Path(path_type=Path),
-              help="YAML file of parameters (applied before -p).")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Where to write the executed notebook [default: BUILD/notebooks/NAME.ipynb].")
+@click.option(
+    "-p",
+    "--parameter",
+    "params",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="Set a parameter; VALUE is typed by YAML rules (7, 0.5, true, null, [a, b]).",
+)
+@click.option(
+    "-f",
+    "--parameters-file",
+    "params_file",
+    type=click.Path(path_type=Path),
+    help="YAML file of parameters (applied before -p).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Where to write the executed notebook [default: BUILD/notebooks/NAME.ipynb].",
+)
 @click.option("--inplace", is_flag=True, help="Write the executed notebook over the input.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
-              help="Seconds a cell may run [default: [tool.nbcd] timeout or 600].")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a cell may run [default: [tool.nbcd] timeout or 600].",
+)
 @click.option("--kernel", help="Kernel name [default: the notebook's kernelspec].")
 @click.option("--html/--no-html", default=None, help="Also write BUILD/html/NAME.html.")
 def run(
@@ -71,13 +90,24 @@ def run(
     config = load_config(notebook.parent if notebook.parent.exists() else None)
     with _cell_progress(notebook.name) as progress:
         result = run_notebook(
-            config, notebook, parameters=parameters, output=output, inplace=inplace,
-            timeout=timeout, kernel=kernel, html=html, on_progress=progress,
+            config,
+            notebook,
+            parameters=parameters,
+            output=output,
+            inplace=inplace,
+            timeout=timeout,
+            kernel=kernel,
+            html=html,
+            on_progress=progress,
         )
     for name in result.undeclared:
-        where = "its parameters cell" if result.has_parameters_cell else "a cell tagged `parameters`"
-        err.print(f"[yellow]warning[/yellow]: {escape(str(notebook))}: parameter {name!r} is "
-                  f"not declared in {where}; it was injected anyway")
+        where = (
+            "its parameters cell" if result.has_parameters_cell else "a cell tagged `parameters`"
+        )
+        err.print(
+            f"[yellow]warning[/yellow]: {escape(str(notebook))}: parameter {name!r} is "
+            f"not declared in {where}; it was injected anyway"
+        )
     if not result.ok:
         failure = result.execution.failure
         err.print(f"[red]failed[/red]: {escape(result.describe_failure())}")
@@ -91,14 +121,337 @@ def run(
         out.print(f"  artifact  {_rel(artifact)}")
 
 
+@cli.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--mode",
+    type=click.Choice(["compare", "run"]),
+    default=None,
+    help="compare: stored outputs must come back (nbval); run: cells must only run.",
+)
+@click.option(
+    "--lax",
+    is_flag=True,
+    default=None,
+    help="Compare only cells marked check-output (like --nbval-lax).",
+)
+@click.option(
+    "--sanitize-with",
+    type=click.Path(path_type=Path),
+    help="nbval sanitizer file: [section] regex:/replace: pairs.",
+)
+@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for numbers.")
+@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for numbers.")
+@click.option(
+    "--compare-images",
+    is_flag=True,
+    default=None,
+    help="Compare image outputs by perceptual similarity.",
+)
+@click.option(
+    "--image-threshold",
+    type=click.FloatRange(0, 1),
+    default=0.95,
+    show_default=True,
+    help="Least similarity (SSIM) for two images to count as the same.",
+)
+@click.option(
+    "-j", "--jobs", type=click.IntRange(min=1), help="Notebooks at once [default: cores]."
+)
+@click.option("--no-cache", is_flag=True, help="Run every notebook, even unchanged ones.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds per cell.")
+@click.option("--kernel", help="Kernel name for every notebook [default: each one's kernelspec].")
+@click.option("--junit-xml", type=click.Path(path_type=Path), help="Write a JUnit XML report.")
+@click.option("--no-fork", is_flag=True, help="Start kernels the ordinary way (slower).")
+def test_command(
+    paths: tuple[Path, ...],
+    mode: str | None,
+    lax: bool | None,
+    sanitize_with: Path | None,
+    rtol: float | None,
+    atol: float | None,
+    compare_images: bool | None,
+    image_threshold: float,
+    jobs: int | None,
+    no_cache: bool,
+    timeout: float | None,
+    kernel: str | None,
+    junit_xml: Path | None,
+    no_fork: bool,
+) -> None:
+    """Execute notebooks in fresh kernels and check them (default: the project's notebooks)."""
+    from nbcd.testing import TestOptions, run_tests, test_options_from
+
+    config = load_config(paths[0] if paths and paths[0].exists() else None)
+    notebooks = _collect_notebooks(paths, config)
+    options: TestOptions = test_options_from(
+        config,
+        mode=mode,
+        lax=lax,
+        sanitize_with=sanitize_with,
+        rtol=rtol,
+        atol=atol,
+        compare_images=compare_images,
+        image_threshold=image_threshold,
+        jobs=jobs,
+        use_cache=not no_cache,
+        timeout=timeout,
+        kernel=kernel,
+        forked=not no_fork,
+    )
+    report = run_tests(notebooks, options, on_outcome=_print_outcome)
+    if junit_xml is not None:
+        from nbcd.junit import write_junit
+
+        write_junit(report, junit_xml, root=config.root)
+    parts = [
+        f"{report.count(s)} {s}" for s in ("passed", "failed", "error", "cached") if report.count(s)
+    ]
+    colour = "green" if report.ok else "red"
+    out.print(
+        f"[{colour}]{len(report.outcomes)} notebooks: {', '.join(parts) or 'none'}"
+        f"[/{colour}] in {report.duration_s:.2f} s"
+    )
+    sys.exit(report.exit_code)
+
+
+_STATUS_STYLE = {
+    "passed": "green",
+    "cached": "cyan",
+    "failed": "red",
+    "error": "red",
+    "skipped": "dim",
+}
+
+
+def _print_outcome(outcome: Any) -> None:
+    style = _STATUS_STYLE[outcome.status]
+    label = outcome.status.upper()
+    out.print(
+        f"[{style}]{label:<7}[/{style}] {escape(_rel(outcome.path))}  {outcome.duration_s:.2f} s"
+    )
+    if outcome.status in ("failed", "error"):
+        out.print(f"        {escape(outcome.message)}")
+        if outcome.details:
+            for line in outcome.details.splitlines():
+                out.print(f"        {escape(line)}")
+
+
+def _collect_notebooks(paths: tuple[Path, ...], config: Config) -> list[Path]:
+    """Files as given; folders searched for notebooks outside checkpoints and the build dir."""
+    if not paths:
+        found = config.notebook_paths()
+        if not found:
+            raise UsageError(
+                f"no notebooks match {list(config.notebooks)} under {config.root}; "
+                "pass paths or set [tool.nbcd] notebooks"
+            )
+        return found
+    notebooks: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path}: no such notebook or folder")
+        if path.is_dir():
+            for candidate in sorted(path.rglob("*.ipynb")):
+                skip = (
+                    ".ipynb_checkpoints" in candidate.parts
+                    or candidate.resolve().is_relative_to(config.build_dir)
+                )
+                if not skip:
+                    notebooks.append(candidate.resolve())
+        else:
+            notebooks.append(path.resolve())
+    if not notebooks:
+        raise UsageError(f"no notebooks found in {', '.join(map(str, paths))}")
+    return notebooks
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--fix", is_flag=True, help="Apply ruff's safe fixes.")
+@click.option("--fix-errors", is_flag=True, help="Clear committed error outputs.")
+@click.option("--fix-oversize", is_flag=True, help="Clear outputs over the size limit.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+    help="github prints GitHub Actions annotations.",
+)
+@click.option("--select", multiple=True, help="Only these codes or prefixes (repeatable).")
+@click.option("--ignore", multiple=True, help="Skip these codes or prefixes (repeatable).")
+def lint(
+    paths: tuple[Path, ...],
+    fix: bool,
+    fix_errors: bool,
+    fix_oversize: bool,
+    fmt: str,
+    select: tuple[str, ...],
+    ignore: tuple[str, ...],
+) -> None:
+    """Lint notebooks (ruff + notebook rules), the Dockerfile and requirements files."""
+    from nbcd.lint import LintOptions, format_github, format_json, format_text, lint_paths
+
+    config = load_config(paths[0] if paths and paths[0].exists() else None)
+    targets = list(paths) or _default_lint_paths(config)
+    settings = config.lint
+    options = LintOptions(
+        select=frozenset(select) or frozenset({"ALL"}),
+        ignore=frozenset(settings.ignore) | frozenset(ignore),
+        required_sections=settings.required_sections,
+        max_output_bytes=settings.max_output_bytes,
+        fix=fix,
+        fix_errors=fix_errors,
+        fix_oversize=fix_oversize,
+    )
+    report = lint_paths(targets, options, config.root)
+    formatter = {"text": format_text, "json": format_json, "github": format_github}[fmt]
+    click.echo(formatter(report))
+    sys.exit(0 if report.ok else 1)
+
+
+def _default_lint_paths(config: Config) -> list[Path]:
+    paths = list(config.notebook_paths())
+    paths += [p for p in (config.root / "Dockerfile",) if p.is_file()]
+    return paths + sorted(config.root.glob("requirements*.txt"))
+
+
+@cli.command()
+def rules() -> None:
+    """List nbcd's lint rules with their codes and rationale."""
+    from nbcd.rules import RULES
+
+    for rule in RULES.values():
+        out.print(f"[bold]{rule.code}[/bold] {rule.name} [dim]({rule.severity})[/dim]")
+        out.print(f"    {escape(rule.message)}")
+        out.print(f"    [dim]{escape(rule.rationale)}[/dim]")
+
+
+@cli.command()
+@click.option(
+    "--summary",
+    "summary_path",
+    type=click.Path(path_type=Path),
+    help="Pipeline summary [default: BUILD/nbcd/summary.json].",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Site folder [default: BUILD/site]."
+)
+@click.option("--exclude-input", is_flag=True, help="Hide code cells in rendered notebooks.")
+def report(summary_path: Path | None, output: Path | None, exclude_input: bool) -> None:
+    """Build the static HTML report site from the last pipeline summary."""
+    from nbcd.report import build_site
+    from nbcd.summary import read_summary
+
+    config = load_config()
+    summary = read_summary(summary_path or config.build_dir / "nbcd" / "summary.json")
+    site = build_site(summary, output or config.build_dir / "site", exclude_input=exclude_input)
+    for note in site.notes:
+        err.print(f"[yellow]note[/yellow]: {escape(note)}")
+    out.print(f"[green]site[/green] {_rel(site.index)} ({len(site.pages)} pages)")
+
+
+@cli.command()
+@click.argument("project", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--stages", help="Comma-separated stages to run [default: all].")
+@click.option("--keep-going", is_flag=True, help="Run the remaining stages after a failure.")
+@click.option("--no-cache", is_flag=True, help="Test every notebook, even unchanged ones.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Notebooks at once.")
+@click.option("--require-docker", is_flag=True, help="Fail the build when Docker is absent.")
+def ci(
+    project: Path | None,
+    stages: str | None,
+    keep_going: bool,
+    no_cache: bool,
+    jobs: int | None,
+    require_docker: bool,
+) -> None:
+    """Run lint, test, run, report and build for a project; write build/nbcd/summary.json."""
+    from nbcd.pipeline import PipelineOptions, available_stages, run_pipeline
+
+    if project is not None and not project.is_dir():
+        raise UsageError(f"{project}: no such project folder")
+    config = load_config(project)
+    known = available_stages()
+    chosen = tuple(s.strip() for s in stages.split(",") if s.strip()) if stages else known
+    unknown = [s for s in chosen if s not in known]
+    if unknown:
+        raise UsageError(f"--stages: unknown stage {unknown[0]!r}; stages are {', '.join(known)}")
+    options = PipelineOptions(
+        stages=chosen,
+        keep_going=keep_going,
+        use_cache=not no_cache,
+        jobs=jobs,
+        require_docker=require_docker,
+    )
+    with _stage_display() as (started, ended):
+        result = run_pipeline(config, options, on_stage_start=started, on_stage_end=ended)
+    _print_pipeline(result)
+    sys.exit(result.exit_code)
+
+
+@contextmanager
+def _stage_display() -> Iterator[tuple[Callable[[str], None], Callable[[Any], None]]]:
+    """A live spinner for the running stage; a line per finished stage."""
+    status = err.status("") if err.is_terminal else None
+
+    def started(name: str) -> None:
+        if status is not None:
+            status.update(f"[bold]{name}[/bold] running…")
+            status.start()
+        else:
+            err.print(f"{name}: running")
+
+    def ended(stage: Any) -> None:
+        if status is not None:
+            status.stop()
+        style = _STATUS_STYLE.get(stage.status, "yellow")
+        first_line = stage.summary.splitlines()[0] if stage.summary else ""
+        err.print(
+            f"[{style}]{stage.status.upper():<7}[/{style}] {stage.name:<7} "
+            f"{stage.duration_s:6.1f} s  {escape(first_line)}"
+        )
+
+    try:
+        yield started, ended
+    finally:
+        if status is not None:
+            status.stop()
+
+
+def _print_pipeline(result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="nbcd ci", title_justify="left")
+    for column in ("stage", "status", "time", "summary"):
+        table.add_column(column, justify="right" if column == "time" else "left")
+    for stage in result.summary.stages:
+        style = _STATUS_STYLE.get(stage.status, "yellow")
+        table.add_row(
+            stage.name,
+            f"[{style}]{stage.status}[/{style}]",
+            f"{stage.duration_s:.1f} s",
+            escape(stage.summary),
+        )
+    out.print(table)
+    if result.site is not None:
+        out.print(f"report  {_rel(result.site / 'index.html')}")
+    out.print(f"summary {_rel(result.summary_path)}")
+
+
 @contextmanager
 def _cell_progress(label: str) -> Iterator[ProgressCallback | None]:
     """A progress bar of cells on a terminal; nothing when output is piped or on CI."""
     if not err.is_terminal:
         yield None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(label, total=None)
 

@@ -7,6 +7,7 @@ progress callbacks, and the kernel's working folder.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -66,6 +67,7 @@ async def async_execute_notebook(
     allow_errors: bool = False,
     on_progress: ProgressCallback | None = None,
     km: Any = None,
+    kc: Any = None,
 ) -> ExecutionResult:
     """Execute a copy of nb in a fresh kernel whose working folder is cwd."""
     nb = nbformat.from_dict(nb)  # the caller's notebook is never changed
@@ -84,7 +86,8 @@ async def async_execute_notebook(
     client = NotebookClient(
         nb,
         km=km,
-        timeout=timeout,
+        # nbclient takes whole seconds
+        timeout=None if timeout is None else max(1, math.ceil(timeout)),
         kernel_name=kernel_name,
         allow_errors=allow_errors,
         resources={"metadata": {"path": str(cwd)}},
@@ -93,42 +96,58 @@ async def async_execute_notebook(
         # a failing run should end fast; the kernel holds no state anyone will reuse
         shutdown_kernel="immediate",
     )
+    if kc is not None:
+        client.kc = kc  # a started, ready client from a kernel pool: no second ready check
     start_kwargs: dict[str, Any] = {}
     if env:
         start_kwargs["env"] = {**os.environ, **env}
     failure: CellFailure | None = None
     # the kernel process's own stderr holds start-up chatter (ipykernel warns about TCP on
     # every start); keep it aside and show it only when the kernel fails
-    kernel_log = tempfile.TemporaryFile(mode="w+b")
-    if km is None:
-        start_kwargs["stderr"] = kernel_log
-    started = time.perf_counter()
-    try:
-        await client.async_execute(**start_kwargs)
-    except NoSuchKernel:
-        raise UsageError(
-            f"no kernel named {kernel_name!r} is installed; "
-            "list them with `jupyter kernelspec list` or pass --kernel"
-        ) from None
-    except CellTimeoutError:
-        failure = _failure(nb, current["index"], "timeout", "CellTimeoutError",
-                           f"the cell ran longer than {timeout:g} s")
-    except DeadKernelError:
-        failure = _failure(nb, current["index"], "died", "DeadKernelError",
-                           "the kernel died while this cell was running" + _tail(kernel_log))
-    except CellExecutionError as exc:
-        failure = _failure(nb, current["index"], "error", exc.ename, exc.evalue,
-                           _error_traceback(nb.cells[current["index"]]))
-    except RuntimeError as exc:
-        # jupyter_client reports a kernel that exits during start-up this way
-        if "Kernel" not in str(exc) and "kernel" not in str(exc):
-            raise
-        raise KernelError(
-            f"kernel {kernel_name!r} could not start: {exc}{_tail(kernel_log)}"
-        ) from None
-    finally:
-        kernel_log.close()
-    return ExecutionResult(nb, time.perf_counter() - started, failure)
+    with tempfile.TemporaryFile(mode="w+b") as kernel_log:
+        if km is None:
+            start_kwargs["stderr"] = kernel_log
+        started = time.perf_counter()
+        try:
+            await client.async_execute(**start_kwargs)
+        except NoSuchKernel:
+            raise UsageError(
+                f"no kernel named {kernel_name!r} is installed; "
+                "list them with `jupyter kernelspec list` or pass --kernel"
+            ) from None
+        except CellTimeoutError:
+            failure = _failure(
+                nb,
+                current["index"],
+                "timeout",
+                "CellTimeoutError",
+                f"the cell ran longer than {timeout:g} s",
+            )
+        except DeadKernelError:
+            failure = _failure(
+                nb,
+                current["index"],
+                "died",
+                "DeadKernelError",
+                "the kernel died while this cell was running" + _tail(kernel_log),
+            )
+        except CellExecutionError as exc:
+            failure = _failure(
+                nb,
+                current["index"],
+                "error",
+                exc.ename,
+                exc.evalue,
+                _error_traceback(nb.cells[current["index"]]),
+            )
+        except RuntimeError as exc:
+            # jupyter_client reports a kernel that exits during start-up this way
+            if "Kernel" not in str(exc) and "kernel" not in str(exc):
+                raise
+            raise KernelError(
+                f"kernel {kernel_name!r} could not start: {exc}{_tail(kernel_log)}"
+            ) from None
+        return ExecutionResult(nb, time.perf_counter() - started, failure)
 
 
 execute_notebook = run_sync(async_execute_notebook)
