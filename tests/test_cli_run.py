@@ -17,7 +17,9 @@ def outputs_text(path: Path) -> str:
     nb = nbformat.read(path, as_version=4)
     return "".join(
         o.get("text", "") + o.get("data", {}).get("text/plain", "")
-        for c in nb.cells if c.cell_type == "code" for o in c.outputs
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
     )
 
 
@@ -30,8 +32,23 @@ def test_parameters_arrive_typed_and_output_goes_to_build(
         "import os; print(os.getcwd())",
     )
     before = nb.read_bytes()
-    result = run_cli("run", nb, "-p", "k", "7", "-p", "cols", "[a, b]", "-p", "flag", "true",
-                     "-p", "x", "null", cwd=tmp_path)
+    result = run_cli(
+        "run",
+        nb,
+        "-p",
+        "k",
+        "7",
+        "-p",
+        "cols",
+        "[a, b]",
+        "-p",
+        "flag",
+        "true",
+        "-p",
+        "x",
+        "null",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     executed = tmp_path / "build" / "notebooks" / "nb.ipynb"
     text = outputs_text(executed)

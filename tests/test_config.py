@@ -24,7 +24,9 @@ def test_defaults_without_a_project(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_reads_runs_and_settings_from_a_subfolder(tmp_path: Path) -> None:
-    write_project(tmp_path, """
+    write_project(
+        tmp_path,
+        """
 [tool.nbcd]
 notebooks = ["notebooks/*.ipynb"]
 build_dir = "out"
@@ -37,7 +39,8 @@ artifacts = ["out/model.json"]
 
 [tool.nbcd.test]
 rtol = 1e-3
-""")
+""",
+    )
     (tmp_path / "notebooks" / "a.ipynb").write_text("{}")
     config = load_config(tmp_path / "notebooks")
     assert config.root == tmp_path

@@ -25,8 +25,17 @@ def test_reads_a_valid_notebook(tmp_path: Path) -> None:
         ("{not json", r"not valid JSON \(line 1, column 2"),
         ("[1, 2]", "JSON but not a notebook"),
         (json.dumps({"nbformat": 3, "nbformat_minor": 0, "worksheets": []}), "nbformat 3"),
-        (json.dumps({"nbformat": 4, "nbformat_minor": 5, "cells": [{"cell_type": "bogus"}],
-                     "metadata": {}}), "invalid nbformat 4 notebook|not a valid notebook"),
+        (
+            json.dumps(
+                {
+                    "nbformat": 4,
+                    "nbformat_minor": 5,
+                    "cells": [{"cell_type": "bogus"}],
+                    "metadata": {},
+                }
+            ),
+            "invalid nbformat 4 notebook|not a valid notebook",
+        ),
     ],
 )
 def test_bad_files_give_one_line_naming_the_file(

@@ -18,8 +18,17 @@ from tests.conftest import build_notebook
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("7", 7), ("0.5", 0.5), ("true", True), ("null", None), ("[a, b]", ["a", "b"]),
-     ("hello", "hello"), ("'7'", "7"), ("{x: 1}", {"x": 1}), ("", "")],
+    [
+        ("7", 7),
+        ("0.5", 0.5),
+        ("true", True),
+        ("null", None),
+        ("[a, b]", ["a", "b"]),
+        ("hello", "hello"),
+        ("'7'", "7"),
+        ("{x: 1}", {"x": 1}),
+        ("", ""),
+    ],
 )
 def test_values_are_typed_by_yaml_rules(raw: str, expected: object) -> None:
     assert parse_value("p", raw) == expected

@@ -174,7 +174,7 @@ def _parse_test(table: dict[str, Any], root: Path, where: str) -> TestSettings:
     _reject_unknown(table, set(TestSettings.__dataclass_fields__), where)
     mode = _get(table, "mode", str, where, "compare")
     if mode not in ("compare", "run"):
-        raise ConfigError(f"{where}: 'mode' must be \"compare\" or \"run\", not {mode!r}")
+        raise ConfigError(f'{where}: \'mode\' must be "compare" or "run", not {mode!r}')
     sanitize = table.get("sanitize_with")
     jobs = table.get("jobs")
     if jobs is not None and (not isinstance(jobs, int) or jobs < 1):

@@ -42,7 +42,7 @@ def read_notebook(path: Path) -> NotebookNode:
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "is it a notebook, and was a merge conflict left in it?"
         ) from None
-    if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
+    if not isinstance(data, dict) or ("cells" not in data and "worksheets" not in data):
         raise NotebookError(f"{path}: JSON but not a notebook (no 'cells'); check the file")
     major = data.get("nbformat")
     if major != 4:

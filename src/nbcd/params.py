@@ -135,4 +135,6 @@ def _python_literal(name: str, value: Any) -> str:
     # YAML dates and timestamps: pass them as ISO strings rather than guessing an import
     if hasattr(value, "isoformat"):
         return repr(value.isoformat())
-    raise ParameterError(f"parameter {name}: values of type {type(value).__name__} are not supported")
+    raise ParameterError(
+        f"parameter {name}: values of type {type(value).__name__} are not supported"
+    )
