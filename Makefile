@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml examples/census/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -e examples/census
 	touch $(STAMP)
 
+# the main job: the whole pipeline (lint, test, run, report, build) on the reference project
 run: install
-	cd examples/census && ../../$(BIN)/nbcd run notebooks/census_segmentation.ipynb
+	cd examples/census && ../../$(BIN)/nbcd ci
 
 lint: install
 	$(BIN)/ruff check src tests bench examples/census/src examples/census/tests

@@ -391,6 +391,66 @@ def ci(
     sys.exit(result.exit_code)
 
 
+@cli.command()
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Context folder [default: BUILD/docker].",
+)
+@click.option("--model", type=click.Path(path_type=Path), help="Model folder to ship.")
+@click.option("--tag", help="Image tag [default: NAME:VERSION].")
+@click.option("--require-docker", is_flag=True, help="Fail when no Docker daemon answers.")
+@click.option("--no-wheel", is_flag=True, help="Do not ship an nbcd wheel built from source.")
+@click.option("--no-docker", is_flag=True, help="Only assemble the context.")
+def build(
+    out_dir: Path | None,
+    model: Path | None,
+    tag: str | None,
+    require_docker: bool,
+    no_wheel: bool,
+    no_docker: bool,
+) -> None:
+    """Assemble the deployable context (Dockerfile, locked requirements, model, report)."""
+    from nbcd.build import build_context
+
+    config = load_config()
+    result = build_context(
+        config,
+        out_dir=out_dir,
+        model=model,
+        require_docker=require_docker,
+        tag=tag,
+        wheel=not no_wheel,
+        docker=not no_docker,
+    )
+    for finding in result.findings:
+        where = f"{finding.path}:{finding.line}" if finding.line else finding.path
+        err.print(f"{escape(where)}: {finding.code} {escape(finding.message)}")
+    style = "green" if result.ok else "red"
+    out.print(f"[{style}]{'ok' if result.ok else 'failed'}[/{style}] {escape(result.message)}")
+    out.print(f"  context  {_rel(result.context)}")
+    sys.exit(0 if result.ok else 1)
+
+
+@cli.command()
+@click.argument("target", required=False, default=".", type=click.Path(path_type=Path))
+@click.option("--name", help="Project name [default: the folder's name].")
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+@click.option("--no-execute", is_flag=True, help="Store the starter notebook without outputs.")
+@click.option("--kernel", default="python3", show_default=True, help="Kernel of the starter.")
+def init(target: Path, name: str | None, force: bool, no_execute: bool, kernel: str) -> None:
+    """Scaffold a new notebook project in TARGET (default: here)."""
+    from nbcd.scaffold import init_project
+
+    result = init_project(target, name=name, force=force, execute=not no_execute, kernel=kernel)
+    out.print(
+        f"[green]created[/green] {len(result.created)} files in {_rel(result.root)} "
+        f"({result.duration_s:.1f} s); next: cd {_rel(result.root)} && make all"
+    )
+
+
 @contextmanager
 def _stage_display() -> Iterator[tuple[Callable[[str], None], Callable[[Any], None]]]:
     """A live spinner for the running stage; a line per finished stage."""
