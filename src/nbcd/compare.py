@@ -134,6 +134,10 @@ def load_sanitizers(path: str | os.PathLike[str]) -> tuple[Sanitizer, ...]:
         if not line.startswith("regex: "):
             raise UsageError(f"{where}: write 'regex: PATTERN', with one space after the colon")
         following = lines[number] if number < len(lines) else ""
+        if following.startswith("replace:") and not following.startswith("replace: "):
+            # An empty "replace: " loses its space to editors that strip lines; nbval then
+            # silently drops the pair.
+            raise UsageError(f"{where}: write 'replace: TEXT', with one space after the colon")
         if not following.startswith("replace: "):
             raise UsageError(f"{where}: 'regex:' must be followed by a 'replace: TEXT' line")
         regex, replace = line[len("regex: ") :], following[len("replace: ") :]
@@ -375,7 +379,10 @@ def _close(fresh: float, stored: float, rtol: float, atol: float) -> bool:
         return math.isnan(fresh) and math.isnan(stored)
     if math.isinf(fresh) or math.isinf(stored):
         return fresh == stored
-    return abs(fresh - stored) <= atol + rtol * abs(stored)
+    try:
+        return abs(fresh - stored) <= atol + rtol * abs(stored)
+    except OverflowError:  # an integer too large for a float: only equality is meaningful
+        return fresh == stored
 
 
 def _compare_tokens(stored: str, fresh: str, rtol: float, atol: float) -> str | None:
