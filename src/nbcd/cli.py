@@ -6,6 +6,7 @@ Every NbcdError becomes one readable line on stderr and the exit code of DESIGN.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -449,6 +450,86 @@ def init(target: Path, name: str | None, force: bool, no_execute: bool, kernel: 
         f"[green]created[/green] {len(result.created)} files in {_rel(result.root)} "
         f"({result.duration_s:.1f} s); next: cd {_rel(result.root)} && make all"
     )
+
+
+@cli.command("serve")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--token", envvar="NBCD_SERVE_TOKEN", help="Bearer token for all but /ping.")
+@click.option("--no-access-log", is_flag=True, help="Do not log every request.")
+def serve_command(
+    model: Path | None, host: str, port: int, workers: int, token: str | None, no_access_log: bool
+) -> None:
+    """Serve MODEL (SageMaker contract: /ping, /invocations) [default: $SM_MODEL_DIR]."""
+    from nbcd.serve import serve
+
+    # SageMaker mounts the model at /opt/ml/model and says so in SM_MODEL_DIR
+    path = model or Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+    err.print(f"serving {escape(str(path))} on http://{host}:{port} (workers: {workers})")
+    serve(path, host=host, port=port, workers=workers, token=token, access_log=not no_access_log)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("input_csv", metavar="INPUT.csv", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Scored CSV [default: INPUT.predictions.csv here].",
+)
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Rows read at once; bounds memory on large files.",
+)
+def predict(model: Path, input_csv: Path, output: Path | None, chunk_rows: int) -> None:
+    """Score every row of INPUT.csv with MODEL (batch transform), keeping id columns."""
+    from nbcd.predict import PredictProgress, predict_file
+
+    target = output or Path(f"{input_csv.stem}.predictions.csv")
+    with _byte_progress(input_csv.name) as progress:
+
+        def advance(p: PredictProgress) -> None:
+            if progress is not None:
+                progress(p.bytes_done, p.bytes_total)
+
+        result = predict_file(model, input_csv, target, chunk_rows=chunk_rows, on_progress=advance)
+    for line, reason in result.failures:
+        err.print(f"[yellow]skipped[/yellow] {escape(str(input_csv))}:{line}: {escape(reason)}")
+    if result.rows_failed > len(result.failures):
+        err.print(f"… and {result.rows_failed - len(result.failures)} more rows skipped")
+    style = "green" if result.rows_failed == 0 else "yellow"
+    out.print(
+        f"[{style}]scored[/{style}] {result.rows_scored} of {result.rows_in} rows "
+        f"in {result.duration:.1f} s -> {escape(_rel(result.output))}"
+    )
+    sys.exit(0 if result.rows_failed == 0 else 1)
+
+
+@contextmanager
+def _byte_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar over bytes of a file, on a terminal only."""
+    if not err.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
 
 
 @contextmanager
