@@ -242,11 +242,12 @@ def _build(state: _Run) -> tuple[StageStatus, str, int]:
 
     result = build_context(state.config, require_docker=state.options.require_docker)
     state.results["build"] = result
-    return (
-        ("passed" if result.ok else "failed"),
-        result.message,
-        (EXIT_OK if result.ok else EXIT_CHECK_FAILED),
-    )
+    if not result.ok:
+        return "failed", result.message, EXIT_CHECK_FAILED
+    where = _relative(result.context, state.config.root)
+    if result.docker_built:
+        return "passed", f"image {result.image} built from {where}", EXIT_OK
+    return "passed", f"context in {where}; no Docker daemon, image not built", EXIT_OK
 
 
 def _relative(path: Path, root: Path) -> str:
