@@ -1,0 +1,230 @@
+"""The kernel pool, with real kernels: forked ones, and the ordinary fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import psutil
+import pytest
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
+
+from nbcd import kernels
+from nbcd.errors import KernelError
+from nbcd.kernels import KernelHandle, KernelPool, _is_forkable
+
+pytestmark = pytest.mark.e2e
+
+PoolTest = Callable[[KernelPool], Awaitable[None]]
+
+
+def run_with_pool(test: PoolTest, **options: Any) -> None:
+    """Run an async test body against a started pool, closing it whatever happens."""
+
+    async def main() -> None:
+        async with KernelPool(**options) as pool:
+            await test(pool)
+
+    asyncio.run(main())
+
+
+async def run_code(handle: KernelHandle, code: str) -> str:
+    """Execute ``code`` and return what it printed."""
+    printed: list[str] = []
+
+    def collect(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            printed.append(msg["content"]["text"])
+
+    reply = await handle.kc.execute_interactive(code, output_hook=collect, timeout=30)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return "".join(printed).strip()
+
+
+async def execute_notebook(handle: KernelHandle, *sources: str) -> nbformat.NotebookNode:
+    """Run a notebook of ``sources`` through nbclient on the pooled kernel."""
+    nb = new_notebook(cells=[new_code_cell(source) for source in sources])
+    client = NotebookClient(nb, km=handle.km, allow_errors=True, timeout=60)
+    client.kc = handle.kc
+    return await client.async_execute()
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "plain"])
+def test_when_acquired_twice_then_state_is_fresh_and_cwd_and_env_apply(
+    forked: bool, tmp_path: Path
+) -> None:
+    async def body(pool: KernelPool) -> None:
+        assert pool.forked is forked
+        first = await pool.acquire(tmp_path)
+        assert await run_code(first, "secret = 41; print(secret + 1)") == "42"
+        await pool.release(first)
+        second = await pool.acquire(tmp_path)
+        code = "import os; print('secret' in dir(), os.getcwd(), os.environ['NBCD_PROBE'])"
+        assert await run_code(second, code) == f"False {tmp_path.resolve()} probe"
+        assert second.pid != first.pid
+
+    run_with_pool(body, forked=forked, env={"NBCD_PROBE": "probe"})
+
+
+def test_when_kernel_exits_then_death_is_detected_and_pool_goes_on(tmp_path: Path) -> None:
+    async def body(pool: KernelPool) -> None:
+        handle = await pool.acquire(tmp_path)
+        handle.kc.execute("import os; os._exit(3)")
+        deadline = time.monotonic() + 10
+        while await handle.is_alive():
+            assert time.monotonic() < deadline, "a dead kernel still looks alive"
+            await asyncio.sleep(0.01)
+        assert handle.km.provisioner is not None
+        assert await handle.km.provisioner.poll() == 3
+        assert handle.pid is not None and not psutil.pid_exists(handle.pid)  # reaped
+        await pool.release(handle)
+        again = await pool.acquire(tmp_path)
+        assert await run_code(again, "print(1 + 1)") == "2"
+
+    run_with_pool(body)
+
+
+def test_when_matplotlib_plots_then_png_output_and_input_raises(tmp_path: Path) -> None:
+    async def body(pool: KernelPool) -> None:
+        handle = await pool.acquire(tmp_path)
+        nb = await execute_notebook(
+            handle,
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])",
+            "%matplotlib inline\nplt.figure(); plt.plot([3, 1])",
+            "input('name? ')",
+        )
+        for cell in nb.cells[:2]:
+            assert any("image/png" in out.get("data", {}) for out in cell.outputs), cell.outputs
+        assert nb.cells[2].outputs[0]["ename"] == "StdinNotImplementedError"
+
+    run_with_pool(body, env={"MPLBACKEND": ""})
+
+
+def test_when_pool_closes_then_no_process_is_left(tmp_path: Path) -> None:
+    pids: list[int] = []
+
+    async def body(pool: KernelPool) -> None:
+        for _ in range(2):
+            handle = await pool.acquire(tmp_path)  # the second one comes from the spare
+            assert handle.pid is not None
+            pids.append(handle.pid)
+        assert len(psutil.Process().children(recursive=True)) >= 3  # server, kernels, spare
+        # left acquired on purpose: close() must kill them and the spare
+
+    run_with_pool(body, size=2)
+    time.sleep(0.1)
+    leftovers = [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+    assert leftovers == []
+    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+
+
+def test_when_acquire_is_cancelled_then_nothing_leaks(tmp_path: Path) -> None:
+    async def body(pool: KernelPool) -> None:
+        for delay in (0.0, 0.005, 0.02):
+            starting = asyncio.ensure_future(pool.acquire(tmp_path))
+            await asyncio.sleep(delay)
+            starting.cancel()
+            await asyncio.wait([starting])
+        handle = await pool.acquire(tmp_path)
+        assert await run_code(handle, "print('still serving')") == "still serving"
+
+    run_with_pool(body, prestart=False)
+    assert psutil.Process().children(recursive=True) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])
+def test_when_pool_process_is_interrupted_or_killed_then_kernels_die(signum: int) -> None:
+    script = textwrap.dedent("""
+        import asyncio, psutil
+        from nbcd.kernels import KernelPool
+
+        async def main():
+            async with KernelPool(2) as pool:
+                await pool.acquire(".")
+                await pool.acquire(".")
+                children = psutil.Process().children(recursive=True)
+                print(*[p.pid for p in children], flush=True)
+                await asyncio.sleep(60)
+
+        asyncio.run(main())
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(kernels.__file__).parents[1])}
+    with subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as pool_process:
+        assert pool_process.stdout is not None
+        pids = [int(pid) for pid in pool_process.stdout.readline().split()]
+        assert len(pids) >= 3  # the server, two kernels and perhaps the spare
+        pool_process.send_signal(signum)
+        pool_process.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while alive := [pid for pid in pids if _running(pid)]:
+        assert time.monotonic() < deadline, f"left running: {alive}"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs; an orphaned zombie waiting for a reaper counts as gone."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_when_used_without_event_loop_then_nbclient_sync_api_works(tmp_path: Path) -> None:
+    with KernelPool(1) as pool:
+        handle = pool.acquire_sync(tmp_path)
+        nb = new_notebook(cells=[new_code_cell("print(6 * 7)")])
+        client = NotebookClient(nb, km=handle.km)
+        client.kc = handle.kc
+        client.execute()
+        pool.release_sync(handle)
+    assert nb.cells[0].outputs[0]["text"] == "42\n"
+
+
+def test_when_cwd_or_kernel_missing_then_kernel_error(tmp_path: Path) -> None:
+    async def body(pool: KernelPool) -> None:
+        with pytest.raises(KernelError, match="not a directory"):
+            await pool.acquire(tmp_path / "missing")
+
+    run_with_pool(body, prestart=False)
+    with pytest.raises(KernelError, match="no kernel named"):
+        run_with_pool(body, kernel_name="no-such-kernel")
+
+
+def test_when_fork_server_is_unusable_then_kernels_start_plainly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async def unusable(self: object, timeout: float) -> None:
+        raise KernelError("unusable on purpose")
+
+    monkeypatch.setattr(kernels._ForkServer, "wait_ready", unusable)
+
+    async def body(pool: KernelPool) -> None:
+        assert not pool.forked
+        handle = await pool.acquire(tmp_path)
+        assert not handle.forked
+        assert await run_code(handle, "print(1 + 1)") == "2"
+
+    run_with_pool(body, prestart=False)
+    assert psutil.Process().children(recursive=True) == []
+
+
+def test_only_this_interpreters_ipykernel_is_forked() -> None:
+    assert _is_forkable(["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    assert not _is_forkable(["/other/env/python", "-m", "ipykernel_launcher", "-f", "x"])
+    assert not _is_forkable(["R", "--slave", "-e", "IRkernel::main()"])
