@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -20,8 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nbcd.config import Config, load_config
 from nbcd.errors import EXIT_EXECUTION, CheckFailed, ExecutionError, NbcdError, UsageError
-from nbcd.execute import ProgressCallback
-from nbcd.params import load_parameters_file, parse_value
+
+if TYPE_CHECKING:
+    from nbcd.execute import ProgressCallback
 
 __all__ = ["cli", "main"]
 
@@ -81,6 +82,7 @@ def run(
     html: bool | None,
 ) -> None:
     """Execute NOTEBOOK in a fresh kernel with parameters and write the result."""
+    from nbcd.params import load_parameters_file, parse_value
     from nbcd.run import run_notebook
 
     parameters: dict[str, Any] = load_parameters_file(params_file) if params_file else {}

@@ -8,12 +8,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import nbformat
-from nbformat import NotebookNode
+from typing import TYPE_CHECKING, Any
 
 from nbcd.errors import NotebookError
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 __all__ = [
     "atomic_write_bytes",
@@ -27,6 +27,8 @@ __all__ = [
 
 def read_notebook(path: Path) -> NotebookNode:
     """Read an nbformat 4 notebook, or raise NotebookError with one line saying what is wrong."""
+    import nbformat  # deferred: its import (jsonschema) is a tenth of a second
+
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -66,6 +68,8 @@ def read_notebook(path: Path) -> NotebookNode:
 
 def write_notebook(nb: NotebookNode, path: Path) -> None:
     """Write a notebook atomically: readers see the old file or the new one, never half."""
+    import nbformat
+
     atomic_write_text(path, nbformat.writes(nb) + "\n")
 
 

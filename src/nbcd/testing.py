@@ -9,15 +9,13 @@ still gets its own fresh kernel process.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import nbformat
-from nbformat import NotebookNode
+from typing import TYPE_CHECKING, Any, Literal
 
 from nbcd.cache import PassCache, declared_inputs, notebook_key
 from nbcd.compare import (
@@ -29,9 +27,13 @@ from nbcd.compare import (
 )
 from nbcd.config import Config
 from nbcd.errors import EXIT_CHECK_FAILED, EXIT_EXECUTION, EXIT_OK, EXIT_USAGE, NbcdError
-from nbcd.execute import CellFailure, async_execute_notebook
 from nbcd.markers import cell_markers
 from nbcd.notebook import cell_label, read_notebook, source_excerpt
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+    from nbcd.execute import CellFailure
 
 __all__ = ["NotebookOutcome", "TestOptions", "TestReport", "run_tests"]
 
@@ -185,24 +187,39 @@ async def async_run_tests(
     started = time.perf_counter()
     jobs = options.jobs or os.cpu_count() or 1
     cache = PassCache(options.cache_dir) if options.use_cache and options.cache_dir else None
-    semaphore = asyncio.Semaphore(jobs)
-    pool = _open_pool(jobs, options)
+    outcomes: dict[int, NotebookOutcome] = {}
 
-    async def one(path: Path) -> NotebookOutcome:
-        async with semaphore:
-            outcome = await _test_one(path, options, cache, pool)
+    def report(index: int, outcome: NotebookOutcome) -> None:
+        outcomes[index] = outcome
         if on_outcome is not None:
             on_outcome(outcome)
-        return outcome
 
-    try:
-        if pool is not None:
-            await pool.__aenter__()
-        outcomes = await asyncio.gather(*(one(p) for p in paths))
-    finally:
-        if pool is not None:
-            await pool.__aexit__(None, None, None)
-    return TestReport(tuple(outcomes), time.perf_counter() - started)
+    # unreadable and unchanged notebooks are settled before any kernel starts, so an
+    # all-cached rerun never pays for the fork server
+    pending: list[tuple[int, _Pending]] = []
+    for index, path in enumerate(paths):
+        checked = _check(path, options, cache)
+        if isinstance(checked, NotebookOutcome):
+            report(index, checked)
+        else:
+            pending.append((index, checked))
+    if pending:
+        semaphore = asyncio.Semaphore(jobs)
+        pool = _open_pool(min(jobs, len(pending)), options)
+
+        async def one(index: int, item: _Pending) -> None:
+            async with semaphore:
+                report(index, await _test_one(item, options, cache, pool))
+
+        try:
+            if pool is not None:
+                await pool.__aenter__()
+            await asyncio.gather(*(one(index, item) for index, item in pending))
+        finally:
+            if pool is not None:
+                await pool.__aexit__(None, None, None)
+    ordered = tuple(outcomes[index] for index in range(len(paths)))
+    return TestReport(ordered, time.perf_counter() - started)
 
 
 def _open_pool(jobs: int, options: TestOptions) -> Any:
@@ -215,22 +232,49 @@ def _open_pool(jobs: int, options: TestOptions) -> Any:
     return KernelPool(size=jobs, kernel_name=options.kernel or "python3")
 
 
-async def _test_one(
-    path: Path, options: TestOptions, cache: PassCache | None, pool: Any
-) -> NotebookOutcome:
+@dataclass(frozen=True)
+class _Pending:
+    """A readable notebook that has to run, with its cache key ("" without a cache)."""
+
+    path: Path
+    stored: NotebookNode
+    key: str
+
+
+def _check(path: Path, options: TestOptions, cache: PassCache | None) -> NotebookOutcome | _Pending:
+    """Read a notebook and look it up in the cache: an outcome already, or work to do."""
     started = time.perf_counter()
     try:
         raw = path.read_bytes()
+        key = ""
+        if cache is not None:
+            # the key needs only the bytes and the metadata: a hit skips nbformat's validation
+            inputs = declared_inputs(path, _metadata_of(raw), options.inputs)
+            key = notebook_key(path, raw, options=options.cache_options(), inputs=inputs)
+            if cache.hit(key) is not None:
+                return NotebookOutcome(path, "cached", time.perf_counter() - started, "unchanged")
         stored = read_notebook(path)
     except (NbcdError, OSError) as exc:
         code = exc.exit_code if isinstance(exc, NbcdError) else EXIT_USAGE
         return NotebookOutcome(path, "error", 0.0, str(exc), exit_code=code)
-    key = ""
-    if cache is not None:
-        inputs = declared_inputs(path, dict(stored.metadata), options.inputs)
-        key = notebook_key(path, raw, options=options.cache_options(), inputs=inputs)
-        if cache.hit(key) is not None:
-            return NotebookOutcome(path, "cached", time.perf_counter() - started, "unchanged")
+    return _Pending(path, stored, key)
+
+
+def _metadata_of(raw: bytes) -> dict[str, Any]:
+    """A notebook's metadata from its raw JSON, or {} when it is not a notebook."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+async def _test_one(
+    item: _Pending, options: TestOptions, cache: PassCache | None, pool: Any
+) -> NotebookOutcome:
+    path, stored = item.path, item.stored
+    started = time.perf_counter()
     kernel = options.kernel or _kernel_of(stored)
     try:
         fresh = await _execute(path, _prepared(stored), kernel, options, pool)
@@ -242,13 +286,15 @@ async def _test_one(
         path, stored, fresh.notebook, fresh.failure, options, time.perf_counter() - started
     )
     if cache is not None and outcome.status == "passed":
-        cache.record(key, path, outcome.duration_s)
+        cache.record(item.key, path, outcome.duration_s)
     return outcome
 
 
 async def _execute(
     path: Path, nb: NotebookNode, kernel: str, options: TestOptions, pool: Any
 ) -> Any:
+    from nbcd.execute import async_execute_notebook
+
     # every cell runs even after an error, as in nbval, so that all problems are reported;
     # which errors were expected is decided afterwards from the cell markers
     allow_errors = True
@@ -277,6 +323,8 @@ async def _execute(
 
 def _prepared(stored: NotebookNode) -> NotebookNode:
     """A copy to execute: cells marked to skip get nbclient's skip-execution tag."""
+    import nbformat
+
     nb = nbformat.from_dict(stored)
     for cell in nb.cells:
         if cell.cell_type != "code":
