@@ -456,8 +456,21 @@ def init(target: Path, name: str | None, force: bool, no_execute: bool, kernel: 
 
 @cli.command("serve")
 @click.argument("model", required=False, type=click.Path(path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--host",
+    envvar="NBCD_SERVE_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (env NBCD_SERVE_HOST; containers set 0.0.0.0).",
+)
+@click.option(
+    "--port",
+    envvar="SAGEMAKER_BIND_TO_PORT",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port (env SAGEMAKER_BIND_TO_PORT).",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--token", envvar="NBCD_SERVE_TOKEN", help="Bearer token for all but /ping.")
 @click.option("--no-access-log", is_flag=True, help="Do not log every request.")
