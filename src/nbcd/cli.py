@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nbcd.config import Config, load_config
 from nbcd.errors import EXIT_EXECUTION, CheckFailed, ExecutionError, NbcdError, UsageError
+from nbcd.notebook import display_path
 
 if TYPE_CHECKING:
     from nbcd.execute import ProgressCallback
@@ -618,10 +619,7 @@ def _cell_progress(label: str) -> Iterator[ProgressCallback | None]:
 
 
 def _rel(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    return display_path(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "cell_label",
+    "display_path",
     "read_notebook",
     "source_excerpt",
     "write_notebook",
@@ -111,7 +112,17 @@ def source_excerpt(source: str, lines: int = 3, width: int = 100) -> str:
     kept = [line.rstrip() for line in source.splitlines() if line.strip()][:lines]
     clipped = [line if len(line) <= width else line[: width - 1] + "…" for line in kept]
     more = len([ln for ln in source.splitlines() if ln.strip()]) > lines
-    return " | ".join(clipped) + (" | …" if more else "")
+    text = " | ".join(clipped) + (" | …" if more else "")
+    # one terminal line's worth: the cell number says where to look for the rest
+    return text if len(text) <= 2 * width else text[: 2 * width - 1] + "…"
+
+
+def display_path(path: Path) -> str:
+    """A path as the user would type it: relative to the working folder when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def cell_label(index: int) -> str:

@@ -12,6 +12,7 @@ from nbcd.execute import ExecutionResult, ProgressCallback, execute_notebook
 from nbcd.notebook import (
     atomic_write_text,
     cell_label,
+    display_path,
     read_notebook,
     source_excerpt,
     write_notebook,
@@ -67,9 +68,10 @@ class RunResult:
         if failure is None:
             if self.missing_artifacts:
                 names = ", ".join(str(a) for a in self.missing_artifacts)
-                return f"{self.notebook}: ran, but did not write its declared artifacts: {names}"
+                shown = display_path(self.notebook)
+                return f"{shown}: ran, but did not write its declared artifacts: {names}"
             return ""
-        where = f"{self.notebook}: {self.failure_cell()}"
+        where = f"{display_path(self.notebook)}: {self.failure_cell()}"
         if failure.kind == "timeout":
             head = f"{where} timed out ({failure.evalue})"
         elif failure.kind == "died":
