@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from tests.conftest import NotebookFactory, run_cli
+from tests.conftest import NotebookFactory, build_notebook, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -146,3 +147,45 @@ def test_inplace_writes_over_the_input(make_notebook: NotebookFactory, tmp_path:
     result = run_cli("run", nb, "--inplace", "--no-html", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "42" in outputs_text(nb)
+
+
+def write_project(root: Path, notebook_source: str) -> Path:
+    """A project whose configured run must write out/result.txt."""
+    (root / "pyproject.toml").write_text(
+        "[tool.nbcd]\n\n[[tool.nbcd.runs]]\nnotebook = 'nb.ipynb'\nartifacts = ['out/result.txt']\n"
+    )
+    nb = build_notebook(("target = 'out/result.txt'", ["parameters"]), notebook_source)
+    path = root / "nb.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+WRITES = (
+    "import os\nos.makedirs(os.path.dirname(target), exist_ok=True)\nopen(target, 'w').write('x')"
+)
+
+
+def test_configured_artifacts_written_by_the_run_are_listed(tmp_path: Path) -> None:
+    nb = write_project(tmp_path, WRITES)
+    result = run_cli("run", nb, "--no-html", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "artifact  out/result.txt" in result.stdout
+
+
+def test_configured_artifact_not_written_fails_the_run(tmp_path: Path) -> None:
+    nb = write_project(tmp_path, "print('forgot to save')")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "result.txt").write_text("stale")
+    os.utime(tmp_path / "out" / "result.txt", (1_000_000, 1_000_000))
+    result = run_cli("run", nb, "--no-html", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "did not write its declared artifacts" in result.stderr
+    assert "result.txt" in result.stderr
+
+
+def test_overridden_parameters_do_not_claim_configured_artifacts(tmp_path: Path) -> None:
+    nb = write_project(tmp_path, WRITES)
+    result = run_cli("run", nb, "-p", "target", "elsewhere/r.txt", "--no-html", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "artifact" not in result.stdout
+    assert (tmp_path / "elsewhere" / "r.txt").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,19 +36,13 @@ class RunResult:
     undeclared: tuple[str, ...] = ()
     has_parameters_cell: bool = True
     injected_index: int | None = None
-    artifacts: tuple[Path, ...] = field(default=())
+    artifacts: tuple[Path, ...] = field(default=())  # declared artifacts this run wrote
+    missing_artifacts: tuple[Path, ...] = field(default=())  # declared, required, not written
 
     @property
     def ok(self) -> bool:
-        """True when every cell ran and every declared artifact exists."""
+        """True when every cell ran and every required artifact was written by this run."""
         return self.execution.ok and not self.missing_artifacts
-
-    @property
-    def missing_artifacts(self) -> tuple[Path, ...]:
-        """Declared artifacts the run did not leave behind."""
-        if not self.execution.ok:
-            return ()
-        return tuple(a for a in self.artifacts if not a.exists())
 
     def failure_cell(self) -> str:
         """The failing cell as the user knows it: its position in their notebook file."""
@@ -100,6 +95,7 @@ def run_notebook(
     merged = {**(spec.parameters if spec else {}), **(parameters or {})}
     injection = inject_parameters(nb, merged)
     target = _output_path(config, notebook, output, inplace)
+    started = time.time()
     execution = execute_notebook(
         injection.notebook,
         cwd=notebook.parent,
@@ -107,6 +103,12 @@ def run_notebook(
         timeout=timeout or config.timeout,
         on_progress=on_progress,
     )
+    declared = spec.artifacts if spec else ()
+    written = tuple(a for a in declared if _written_since(a, started))
+    # given parameters may send outputs elsewhere (an output folder), so only the configured
+    # run must refresh every declared artifact
+    required = execution.ok and spec is not None and not parameters
+    missing = tuple(a for a in declared if a not in written) if required else ()
     # the executed notebook is written even when a cell failed: its outputs show why
     write_notebook(execution.notebook, target)
     html_path = None
@@ -122,8 +124,17 @@ def run_notebook(
         undeclared=injection.undeclared,
         has_parameters_cell=injection.has_parameters_cell,
         injected_index=injection.injected_index,
-        artifacts=spec.artifacts if spec else (),
+        artifacts=written,
+        missing_artifacts=missing,
     )
+
+
+def _written_since(path: Path, started: float) -> bool:
+    """Whether path exists and was written during this run (1 s of file-clock slack)."""
+    try:
+        return path.stat().st_mtime >= started - 1.0
+    except OSError:
+        return False
 
 
 def _output_path(config: Config, notebook: Path, output: Path | None, inplace: bool) -> Path:
