@@ -69,3 +69,11 @@ def test_config_mistakes_are_named(tmp_path: Path, body: str, message: str) -> N
     write_project(tmp_path, body)
     with pytest.raises(ConfigError, match=message):
         load_config(tmp_path)
+
+
+def test_report_settings(tmp_path: Path) -> None:
+    write_project(tmp_path, "[tool.nbcd]\n[tool.nbcd.report]\nexclude_input = true\n")
+    assert load_config(tmp_path).report.exclude_input is True
+    write_project(tmp_path, "[tool.nbcd]\n[tool.nbcd.report]\nhide = true\n")
+    with pytest.raises(ConfigError, match="unknown key 'hide'"):
+        load_config(tmp_path)

@@ -350,7 +350,8 @@ def report(summary_path: Path | None, output: Path | None, exclude_input: bool) 
 
     config = load_config()
     summary = read_summary(summary_path or config.build_dir / "nbcd" / "summary.json")
-    site = build_site(summary, output or config.build_dir / "site", exclude_input=exclude_input)
+    hide = exclude_input or config.report.exclude_input
+    site = build_site(summary, output or config.build_dir / "site", exclude_input=hide)
     for note in site.notes:
         err.print(f"[yellow]note[/yellow]: {escape(note)}")
     out.print(f"[green]site[/green] {_rel(site.index)} ({len(site.pages)} pages)")

@@ -55,6 +55,13 @@ class LintSettings:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    """Defaults of `nbcd report`."""
+
+    exclude_input: bool = False  # hide code cells in the rendered notebooks
+
+
+@dataclass(frozen=True)
 class Config:
     """A project's nbcd settings, with every path absolute."""
 
@@ -67,6 +74,7 @@ class Config:
     runs: tuple[RunSpec, ...] = ()
     test: TestSettings = field(default_factory=TestSettings)
     lint: LintSettings = field(default_factory=LintSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     source: Path | None = None
 
     @property
@@ -95,7 +103,17 @@ class Config:
         return next((r for r in self.runs if r.notebook == target), None)
 
 
-_TOP_KEYS = {"notebooks", "build_dir", "timeout", "kernel", "html", "runs", "test", "lint"}
+_TOP_KEYS = {
+    "notebooks",
+    "build_dir",
+    "timeout",
+    "kernel",
+    "html",
+    "runs",
+    "test",
+    "lint",
+    "report",
+}
 _RUN_KEYS = {"notebook", "parameters", "artifacts"}
 
 
@@ -151,6 +169,7 @@ def _parse(table: dict[str, Any], root: Path, source: Path) -> Config:
         runs=tuple(runs),
         test=_parse_test(_get(table, "test", dict, where, {}), root, f"{where}.test"),
         lint=_parse_lint(_get(table, "lint", dict, where, {}), f"{where}.lint"),
+        report=_parse_report(_get(table, "report", dict, where, {}), f"{where}.report"),
         source=source,
     )
 
@@ -198,6 +217,11 @@ def _parse_lint(table: dict[str, Any], where: str) -> LintSettings:
         required_sections=tuple(_get(table, "required_sections", list, where, [])),
         max_output_bytes=_get(table, "max_output_bytes", int, where, 100_000),
     )
+
+
+def _parse_report(table: dict[str, Any], where: str) -> ReportSettings:
+    _reject_unknown(table, set(ReportSettings.__dataclass_fields__), where)
+    return ReportSettings(exclude_input=_get(table, "exclude_input", bool, where, False))
 
 
 def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:

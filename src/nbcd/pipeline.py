@@ -140,7 +140,7 @@ def run_pipeline(
         # the site was rendered before the build stage ran; show the final picture
         from nbcd.report import build_site
 
-        build_site(summary, state.site)
+        build_site(summary, state.site, exclude_input=config.report.exclude_input)
     return PipelineResult(summary, summary_path, state.site, state.results)
 
 
@@ -230,7 +230,8 @@ def _run(state: _Run) -> tuple[StageStatus, str, int]:
 def _report(state: _Run) -> tuple[StageStatus, str, int]:
     from nbcd.report import build_site
 
-    site = build_site(state.summary(), state.config.build_dir / "site")
+    exclude_input = state.config.report.exclude_input
+    site = build_site(state.summary(), state.config.build_dir / "site", exclude_input=exclude_input)
     state.site = site.out_dir
     state.results["report"] = site
     notes = f"; {len(site.notes)} notes" if site.notes else ""
