@@ -255,6 +255,19 @@ def test_when_dockerfile_copies_a_missing_requirements_file_then_finding(project
     assert "requirements-serve.txt" in report.findings[0].message
 
 
+def test_dockerfile_copy_sources_are_context_paths_with_their_first_line() -> None:
+    text = (
+        "FROM python:3.11-slim AS base\n"
+        "COPY --from=base /wheels /wheels\n"
+        "COPY --chown=app src/ \\\n    README.md /app/\n"
+        'ADD ["model", "/opt/ml/model"]\n'
+        "ADD https://example.org/data.csv $HOME/${NAME}.txt /data/\n"
+        "COPY <<EOF /app/config.ini\n"
+        "RUN echo done\n"
+    )
+    assert list(lint.dockerfile_copy_sources(text)) == [(3, "src/"), (3, "README.md"), (5, "model")]
+
+
 @needs_hadolint
 def test_when_dockerfile_has_problems_then_hadolint_findings_are_mapped(project: Path) -> None:
     (project / "Dockerfile").write_text("FROM python\nRUN pip install numpy==1.26.4\n")

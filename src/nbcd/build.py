@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -42,16 +41,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import jinja2
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from nbcd.config import Config
 from nbcd.errors import ModelError, UsageError
-from nbcd.lint import lint_paths
+from nbcd.files import atomic_write_text, file_sha256, replace_folder
+from nbcd.lint import dockerfile_copy_sources, lint_paths
 from nbcd.model import METADATA_FILE, MODEL_FILE
-from nbcd.notebook import atomic_write_text
 from nbcd.rules import Finding, LintOptions
+from nbcd.templating import text_template
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -137,7 +136,6 @@ def build_context(
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        staged.chmod(0o755)  # mkdtemp makes it private; a build context is shared
         generated, wheel_path, findings = _assemble(config, staged, model_dir, wheel=wheel)
         report = lint_paths(
             [staged / "Dockerfile"],
@@ -147,7 +145,7 @@ def build_context(
         # hadolint's findings point at the file to edit: the project's own, or the generated one
         shown = _display(target / "Dockerfile" if generated else root / "Dockerfile", root)
         findings += [replace(f, path=shown) for f in report.findings]
-        _swap_in(staged, target)
+        replace_folder(staged, target)
     except OSError as exc:
         raise UsageError(f"cannot assemble the build context in {target}: {exc}") from None
     finally:
@@ -220,7 +218,7 @@ def _assemble(
         _placeholder(staged / "site", "No report site: run `nbcd report` before `nbcd build`.")
     package_files = _copy_package(root, _pyproject(config), staged)
     serve = staged / "serve"
-    serve.write_text(_template("serve.j2").render(), encoding="utf-8")
+    serve.write_text(text_template(TEMPLATES, "serve.j2").render(), encoding="utf-8")
     serve.chmod(0o755)  # COPY keeps the mode: the entry point must be executable
 
     own = root / "Dockerfile"
@@ -239,23 +237,11 @@ def render_dockerfile(*, project: str, package_files: list[str] | None = None) -
     ``package_files`` are the files beside ``src/`` that `pip install .` needs (pyproject.toml
     first); empty or None for a project without an installable package.
     """
-    return _template("Dockerfile.j2").render(
+    return text_template(TEMPLATES, "Dockerfile.j2").render(
         project=project,
         python_version=platform.python_version(),
         package_files=package_files or [],
     )
-
-
-def _template(name: str) -> jinja2.Template:
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # Dockerfiles and shell scripts, not HTML
-    )
-    return environment.get_template(name)
 
 
 def _find_model(config: Config, model: Path | None) -> Path:
@@ -295,7 +281,7 @@ def _check_model(folder: Path) -> None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{folder / METADATA_FILE} is not readable JSON ({exc})") from None
     expected = metadata.get("model_sha256") if isinstance(metadata, dict) else None
-    if expected is not None and expected != _sha256(folder / MODEL_FILE):
+    if expected is not None and expected != file_sha256(folder / MODEL_FILE):
         raise ModelError(
             f"{folder / MODEL_FILE} does not match the checksum in {METADATA_FILE}: "
             "they come from different saves; run `nbcd run` to save the model again"
@@ -331,7 +317,7 @@ def _mirror_copy_sources(config: Config, staged: Path, model_dir: Path) -> list[
     text = (staged / "Dockerfile").read_text(encoding="utf-8", errors="replace")
     shown = _display(root / "Dockerfile", root)
     findings: list[Finding] = []
-    for number, source in _copy_sources(text):
+    for number, source in dockerfile_copy_sources(text):
         relative = source.lstrip("/").removeprefix("./").rstrip("/") or "."
         if any(staged.glob(relative)) if "*" in relative else (staged / relative).exists():
             continue
@@ -360,46 +346,6 @@ def _mirror_copy_sources(config: Config, staged: Path, model_dir: Path) -> list[
             )
             findings.append(Finding(shown, "BLD004", message, None, number, 1, "error", "nbcd"))
     return findings
-
-
-def _copy_sources(text: str) -> Iterator[tuple[int, str]]:
-    """The context paths a Dockerfile's COPY/ADD instructions read, with their line numbers."""
-    start, parts = 0, list[str]()
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not parts:
-            start = number
-        if line.rstrip().endswith("\\"):
-            parts.append(line.rstrip()[:-1])
-            continue
-        words = " ".join([*parts, line]).strip().split(maxsplit=1)
-        parts = []
-        if len(words) < 2 or words[0].upper() not in ("COPY", "ADD"):
-            continue
-        try:
-            args = json.loads(words[1]) if words[1].startswith("[") else shlex.split(words[1])
-        except ValueError:
-            continue
-        if any(str(a).startswith("--from") for a in args):
-            continue  # from another build stage or image, not from the context
-        sources = [str(a) for a in args if not str(a).startswith("--")][:-1]
-        # URLs, heredocs and $VARIABLES are not paths in the context (or not knowable here)
-        yield from ((start, s) for s in sources if not re.search(r"://|^<<|\$", s))
-
-
-def _swap_in(staged: Path, target: Path) -> None:
-    """Replace ``target`` by ``staged``; readers see the old folder or the new one."""
-    if not target.exists():
-        os.replace(staged, target)
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    os.replace(target, trash / target.name)
-    try:
-        os.replace(staged, target)
-    except OSError:
-        os.replace(trash / target.name, target)
-        raise
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
 
 
 # --- requirements ---------------------------------------------------------------------------
@@ -674,14 +620,6 @@ def _display(path: Path, root: Path) -> str:
 
 def _files(folder: Path) -> Iterator[Path]:
     return (p for p in folder.rglob("*") if p.is_file())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
 
 
 def _placeholder(folder: Path, text: str) -> None:

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nbcd.notebook import atomic_write_text
+from nbcd.files import atomic_write_text
 
 __all__ = ["PassCache", "environment_fingerprint", "notebook_key"]
 

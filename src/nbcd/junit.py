@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from nbcd.notebook import atomic_write_bytes
+from nbcd.files import atomic_write_bytes
 from nbcd.testing import TestReport
 
 __all__ = ["junit_xml", "write_junit"]

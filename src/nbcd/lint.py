@@ -26,7 +26,7 @@ import nbformat
 from packaging.requirements import InvalidRequirement, Requirement
 
 from .errors import UsageError
-from .notebook import atomic_write_text
+from .files import atomic_write_text
 from .rules import (
     FAILING_SEVERITIES,
     RULES,
@@ -41,6 +41,7 @@ __all__ = [
     "Finding",
     "LintOptions",
     "LintReport",
+    "dockerfile_copy_sources",
     "format_github",
     "format_json",
     "format_text",
@@ -304,27 +305,34 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
         yield start, " ".join(parts)
 
 
-def _copied_requirements(text: str) -> Iterator[tuple[int, str]]:
-    """Requirements files a Dockerfile's COPY/ADD instructions take from the build context."""
+def dockerfile_copy_sources(text: str) -> Iterator[tuple[int, str]]:
+    """The build-context paths a Dockerfile's COPY/ADD instructions read, with line numbers.
+
+    Sources from another stage or image (``--from``), URLs, heredocs and paths holding a
+    ``$VARIABLE`` are left out: they are not paths in the context, or not knowable here.
+    """
     for number, line in _logical_lines(text):
         words = line.strip().split(maxsplit=1)
         if len(words) < 2 or words[0].upper() not in ("COPY", "ADD"):
             continue
         try:
             args = json.loads(words[1]) if words[1].startswith("[") else shlex.split(words[1])
-        except (ValueError, json.JSONDecodeError):
+        except ValueError:  # json.JSONDecodeError is one
             continue
         if any(str(a).startswith("--from") for a in args):
-            continue  # copied from another build stage, not from the context
+            continue
         sources = [str(a) for a in args if not str(a).startswith("--")][:-1]
-        yield from ((number, s) for s in sources if fnmatch(Path(s).name, "requirements*.txt"))
+        yield from ((number, s) for s in sources if not re.search(r"://|^<<|\$", s))
 
 
 def _check_dockerfile(path: Path, shown: str) -> list[Finding]:
     """REQ003 for each requirements file the Dockerfile copies that the context lacks."""
     context = path.parent  # `docker build .` next to the Dockerfile, the layout nbcd makes
     findings = []
-    for number, source in _copied_requirements(path.read_text(encoding="utf-8", errors="replace")):
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for number, source in dockerfile_copy_sources(text):
+        if not fnmatch(Path(source).name, "requirements*.txt"):
+            continue
         relative = source.lstrip("/").removeprefix("./")
         present = any(context.glob(relative)) if "*" in relative else (context / relative).exists()
         if not present:

@@ -17,23 +17,22 @@ and builtin types; anything else in the file is refused with a :class:`~nbcd.err
 from __future__ import annotations
 
 import builtins
-import contextlib
 import datetime as dt
 import hashlib
 import importlib.metadata
 import json
 import os
 import platform
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 
 from nbcd.errors import ModelError
+from nbcd.files import atomic_writer, file_sha256
 
 __all__ = [
     "FORMAT_VERSION",
@@ -140,10 +139,9 @@ def save_model(
     metadata = json.loads(text)
     # Both files are ready before either is written; a crash between the two replaces
     # leaves a checksum mismatch that load_model reports.
-    directory.mkdir(parents=True, exist_ok=True)
-    with _atomic_writer(directory / MODEL_FILE, "wb") as handle:
+    with atomic_writer(directory / MODEL_FILE, "wb") as handle:
         handle.write(payload)
-    with _atomic_writer(directory / METADATA_FILE, "w") as handle:
+    with atomic_writer(directory / METADATA_FILE, "w") as handle:
         handle.write(text)
     return ModelArtifact(path=directory, estimator=estimator, metadata=metadata)
 
@@ -166,7 +164,7 @@ def load_model(path: Path) -> ModelArtifact:
         )
     metadata = _read_metadata(json_path)
     expected = metadata.get("model_sha256")
-    if expected is not None and expected != _sha256_file(model_path):
+    if expected is not None and expected != file_sha256(model_path):
         raise ModelError(
             f"{model_path} does not match the checksum in {json_path}: "
             "the two files come from different saves; save the model again"
@@ -282,14 +280,6 @@ def _qualname(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
-
-
 def _json_default(obj: Any) -> Any:
     """Convert NumPy scalars/arrays and paths for json.dumps."""
     tolist: Callable[[], Any] | None = getattr(obj, "tolist", None)
@@ -298,22 +288,3 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
-
-
-@contextlib.contextmanager
-def _atomic_writer(path: Path, mode: str) -> Iterator[IO[Any]]:
-    """Write to a temporary file beside ``path`` and move it into place only on success."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates the file owner-only; an artifact is meant to be shared (images, CI).
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise

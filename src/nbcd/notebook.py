@@ -1,23 +1,19 @@
-"""Reading, validating, hashing and atomically writing notebooks."""
+"""Reading, validating, hashing and writing notebooks."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbcd.errors import NotebookError
+from nbcd.files import atomic_write_text
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
 __all__ = [
-    "atomic_write_bytes",
-    "atomic_write_text",
     "cell_label",
     "display_path",
     "read_notebook",
@@ -72,33 +68,6 @@ def write_notebook(nb: NotebookNode, path: Path) -> None:
     import nbformat
 
     atomic_write_text(path, nbformat.writes(nb) + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to path via a temporary file in the same folder and os.replace."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to path atomically, creating parent folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); keep the replaced file's mode, or the usual one
-        if path.exists():
-            shutil.copymode(path, tmp)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def content_hash(data: Any) -> str:

@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from nbcd.errors import ModelError, UsageError
+from nbcd.files import atomic_writer
 from nbcd.model import ModelArtifact, load_model
 
 __all__ = [
@@ -324,7 +323,7 @@ def predict_file(
     total_bytes = input_csv.stat().st_size
     rows_in = rows_scored = rows_failed = 0
     failures: list[tuple[int, str]] = []
-    with _atomic_output(output_csv) as out, input_csv.open("rb") as source:
+    with atomic_writer(output_csv, "w", newline="") as out, input_csv.open("rb") as source:
         reader = pd.read_csv(
             source,
             chunksize=chunk_rows,
@@ -483,26 +482,6 @@ def _output_columns(scores: Scores) -> dict[str, Any]:
             "column, so serve it instead (`nbcd serve`) or save a single-output model"
         )
     return {PREDICTION_COLUMN: scores.labels}
-
-
-@contextlib.contextmanager
-def _atomic_output(path: Path) -> Iterator[IO[str]]:
-    """A text file beside ``path`` that replaces it only if the block completes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private; an output is meant to be shared like any other.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _first_line(exc: BaseException) -> str:

@@ -25,7 +25,8 @@ import jinja2
 
 import nbcd
 from nbcd.errors import NbcdError, UsageError
-from nbcd.notebook import atomic_write_text, read_notebook
+from nbcd.files import atomic_write_text, replace_folder
+from nbcd.notebook import read_notebook
 from nbcd.summary import RunSummary, Summary
 
 __all__ = ["SiteResult", "build_site"]
@@ -79,7 +80,7 @@ def build_site(summary: Summary, out_dir: Path, *, exclude_input: bool = False) 
         (staging / "assets").mkdir()
         shutil.copyfile(TEMPLATES / "style.css", staging / "assets" / "style.css")
         (staging / MARKER).touch()
-        _swap_in(staging, out_dir)
+        replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -105,29 +106,6 @@ def _check_replaceable(out_dir: Path, root: Path) -> None:
         raise UsageError(
             f"{out_dir}: not empty and not a report nbcd wrote; remove it or choose another folder"
         )
-
-
-def _swap_in(staging: Path, out_dir: Path) -> None:
-    """Move the finished site into place; the old one moves aside first and is then deleted."""
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp made it owner-only; a site is for sharing
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    # rename() cannot replace a non-empty folder, so the old site is renamed onto an empty one
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.replace(out_dir, old)
-    try:
-        os.replace(staging, out_dir)
-    except BaseException:
-        os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # --- rendering ---------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from typing import Any
 from nbcd.config import Config
 from nbcd.errors import UsageError
 from nbcd.execute import ExecutionResult, ProgressCallback, execute_notebook
+from nbcd.files import atomic_write_text
 from nbcd.notebook import (
-    atomic_write_text,
     cell_label,
     display_path,
     read_notebook,

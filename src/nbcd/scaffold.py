@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import nbformat
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -33,7 +32,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from nbcd.build import TEMPLATES, installed_pins, render_dockerfile
 from nbcd.errors import ExecutionError, UsageError
 from nbcd.execute import execute_notebook
-from nbcd.notebook import atomic_write_text
+from nbcd.files import atomic_write_text
+from nbcd.templating import text_template
 
 __all__ = [
     "STARTER_REQUIREMENTS",
@@ -103,10 +103,10 @@ def init_project(
     notebook = f"{package}.ipynb"
     context = _context(project, package, notebook)
 
-    files = {
-        path.format(package=package, notebook=notebook): _render(template, context)
-        for template, path in FILES.items()
-    }
+    files: dict[str, str] = {}
+    for name, path in FILES.items():
+        template = text_template(TEMPLATES, name)
+        files[path.format(package=package, notebook=notebook)] = template.render(**context)
     files["Dockerfile"] = render_dockerfile(
         project=project, package_files=["pyproject.toml", "README.md"]
     )
@@ -180,7 +180,7 @@ def starter_notebook(context: dict[str, Any]) -> NotebookNode:
             metadata = {"tags": json.loads(tags)} if tags else {}
             cells.append(new_code_cell(source, id=cell_id, metadata=metadata))
 
-    for line in _render("notebook.cells.j2", context).splitlines():
+    for line in text_template(TEMPLATES, "notebook.cells.j2").render(**context).splitlines():
         marker = _MARKER.match(line)
         if marker is None:
             lines.append(line)
@@ -255,18 +255,6 @@ def _installed(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _render(template: str, context: dict[str, Any]) -> str:
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # code, TOML, YAML and Markdown, not HTML
-    )
-    return environment.get_template(template).render(**context)
 
 
 def _same_text(path: Path, text: str) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nbcd.errors import ConfigError
-from nbcd.notebook import atomic_write_text
+from nbcd.files import atomic_write_text
 
 __all__ = [
     "NotebookSummary",

@@ -33,7 +33,7 @@ from nbcd.notebook import cell_label, read_notebook, source_excerpt
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
-    from nbcd.execute import CellFailure
+    from nbcd.execute import CellFailure, ExecutionResult
 
 __all__ = ["NotebookOutcome", "TestOptions", "TestReport", "run_tests"]
 
@@ -292,33 +292,27 @@ async def _test_one(
 
 async def _execute(
     path: Path, nb: NotebookNode, kernel: str, options: TestOptions, pool: Any
-) -> Any:
+) -> ExecutionResult:
     from nbcd.execute import async_execute_notebook
 
-    # every cell runs even after an error, as in nbval, so that all problems are reported;
-    # which errors were expected is decided afterwards from the cell markers
-    allow_errors = True
-    if pool is not None and kernel == pool.kernel_name:
-        handle = await pool.acquire(path.parent)
-        try:
-            return await async_execute_notebook(
-                nb,
-                cwd=path.parent,
-                kernel_name=kernel,
-                timeout=options.timeout,
-                allow_errors=allow_errors,
-                km=handle.km,
-                kc=handle.kc,
-            )
-        finally:
+    # notebooks of another kernel than the pool's start their kernel the ordinary way
+    pooled = pool is not None and kernel == pool.kernel_name
+    handle = await pool.acquire(path.parent) if pooled else None
+    try:
+        # every cell runs even after an error, as in nbval, so that all problems are
+        # reported; which errors were expected is decided afterwards from the cell markers
+        return await async_execute_notebook(
+            nb,
+            cwd=path.parent,
+            kernel_name=kernel,
+            timeout=options.timeout,
+            allow_errors=True,
+            km=handle.km if handle else None,
+            kc=handle.kc if handle else None,
+        )
+    finally:
+        if handle is not None:
             await pool.release(handle)
-    return await async_execute_notebook(
-        nb,
-        cwd=path.parent,
-        kernel_name=kernel,
-        timeout=options.timeout,
-        allow_errors=allow_errors,
-    )
 
 
 def _prepared(stored: NotebookNode) -> NotebookNode:
@@ -373,25 +367,18 @@ def _judge(
 def _unexpected_errors(fresh: NotebookNode, failure: CellFailure | None) -> list[Mismatch]:
     if failure is not None:
         trace = "\n".join(failure.traceback[-6:])
-        return [
-            Mismatch(
-                failure.cell_index, "error", f"cell raised {failure.ename}: {failure.evalue}", trace
-            )
-        ]
+        return [_error_mismatch(failure.cell_index, failure.ename, failure.evalue, trace)]
     found = []
     for index, cell in enumerate(fresh.cells):
         if cell.cell_type == "code" and not cell_markers(cell).raises_exception:
             error = unexpected_error(cell.get("outputs", []))
             if error is not None:
-                found.append(
-                    Mismatch(
-                        index,
-                        "error",
-                        f"cell raised {error.get('ename')}: {error.get('evalue')}",
-                        "",
-                    )
-                )
+                found.append(_error_mismatch(index, error.get("ename"), error.get("evalue")))
     return found
+
+
+def _error_mismatch(index: int, ename: object, evalue: object, trace: str = "") -> Mismatch:
+    return Mismatch(index, "error", f"cell raised {ename}: {evalue}", trace)
 
 
 def _kernel_of(nb: NotebookNode) -> str:
