@@ -19,7 +19,7 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-from nbcd import kernels
+from nbcd import forkserver, kernels
 from nbcd.errors import KernelError
 from nbcd.kernels import KernelHandle, KernelPool, _is_forkable
 
@@ -212,7 +212,7 @@ def test_when_fork_server_is_unusable_then_kernels_start_plainly(
     async def unusable(self: object, timeout: float) -> None:
         raise KernelError("unusable on purpose")
 
-    monkeypatch.setattr(kernels._ForkServer, "wait_ready", unusable)
+    monkeypatch.setattr(forkserver.ForkServer, "wait_ready", unusable)
 
     async def body(pool: KernelPool) -> None:
         assert not pool.forked

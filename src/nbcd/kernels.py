@@ -4,8 +4,8 @@ A kernel started the usual way spends ~0.5 s importing IPython, and jupyter_clie
 check and graceful shutdown idle on top. Here a *fork server*, a process that has imported the
 kernel machinery once, forks a child per kernel that changes folder, takes its environment and
 runs a real ``IPKernelApp``: a process and a fresh interpreter per notebook, only the imports
-shared. An ordinary ``AsyncKernelManager`` drives it (its provisioner asks the server instead of
-``Popen``), so nbclient runs it unchanged::
+shared (the server lives in :mod:`nbcd.forkserver`). An ordinary ``AsyncKernelManager`` drives
+it (its provisioner asks the server instead of ``Popen``), so nbclient runs it unchanged::
 
     async with KernelPool(2) as pool:
         handle = await pool.acquire(path.parent)
@@ -22,22 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
-import inspect
-import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
@@ -45,299 +37,18 @@ from typing import Any
 
 import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
-from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.kernelspec import NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
-from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.utils import run_sync
 
 from nbcd.errors import KernelError
+from nbcd.forkserver import POLL_S, ForkProvisioner, ForkServer
 
 __all__ = ["KernelHandle", "KernelPool"]
 
 _log = logging.getLogger(__name__)
 
-# What a kernel imports while it starts. No user libraries: matplotlib, for one, reads
-# matplotlibrc from the working folder and its config dir from the environment at import.
-_PRELOAD = (
-    *("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger"),
-    *("IPython.core.completerlib", "IPython.core.debugger", "IPython.extensions.storemagic"),
-    *("jupyter_client.session", "psutil", "sqlite3", "tornado.platform.asyncio", "tornado.queues"),
-)
 _RECONNECT_MS = 5
-_POLL_S = 0.002  # between liveness checks while killing: cheap, and a kill takes ~1 ms
-
-
-def _fork_server_main(preload: list[str], launcher: str) -> None:
-    """Fork a kernel per JSON request line on stdin; report pids and exit codes on stdout.
-
-    Runs in the server, copied there as source: importing the nbcd package instead would load
-    all of nbcd's dependencies into every kernel.
-    """
-    import atexit
-    import contextlib
-    import importlib
-    import json
-    import os
-    import select
-    import shutil
-    import signal
-    import sys
-    import threading
-    import traceback
-
-    if os.path.realpath(sys.path[0]) == os.path.realpath(os.path.dirname(sys.argv[0])):
-        del sys.path[0]  # the script's folder, like the cwd `python -m ipykernel_launcher` drops
-    start_env = dict(os.environ)
-    for name in preload:
-        with contextlib.suppress(Exception):  # a module that fails to import only costs warmth
-            importlib.import_module(name)
-    # Variables set by those imports (debugpy sets some), which a kernel would set itself.
-    import_env = {k: v for k, v in os.environ.items() if start_env.get(k) != v}
-    reply_fd = os.dup(1)
-    os.dup2(2, 1)  # stray prints from imported code must not corrupt the replies
-
-    def reply(message: dict[str, Any]) -> None:
-        os.write(reply_fd, json.dumps(message).encode() + b"\n")  # short: one atomic write
-
-    if threading.active_count() > 1:  # forking a threaded process can deadlock the child
-        return reply({"error": f"preloaded modules started threads: {threading.enumerate()}"})
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    children: set[int] = set()
-
-    def run_child(request: dict[str, Any]) -> None:
-        # Undo the server's set-up, then do what `python -m ipykernel_launcher` does.
-        code: object = 1
-        try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            for fd in (wake_r, wake_w, reply_fd):
-                os.close(fd)
-            os.setsid()  # own process group: a kill also takes the kernel's subprocesses
-            log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            os.chdir(request["cwd"])
-            os.environ.clear()
-            os.environ.update(request["env"], **import_env, JPY_PARENT_PID=str(os.getppid()))
-            sys.argv = [launcher, *request["argv"][3:]]
-            from ipykernel import kernelapp
-
-            # parent_handle defaults to $JPY_PARENT_PID as read at import, in the server: pass
-            # it, so the kernel exits when the server does, as a kernel exits with its parent.
-            kernelapp.IPKernelApp.launch_instance(parent_handle=os.getppid())
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            atexit._run_exitfuncs()  # what a normal interpreter exit would do
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code if isinstance(code, int) else 0 if code is None else 1)
-
-    reply({"ready": os.getpid()})
-    pending = b""
-    try:
-        while True:
-            readable, _, _ = select.select([0, wake_r], [], [])
-            if wake_r in readable:
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(wake_r, 512):
-                        pass
-                while children and (reaped := os.waitpid(-1, os.WNOHANG))[0]:
-                    children.discard(reaped[0])
-                    reply({"exit": reaped[0], "status": os.waitstatus_to_exitcode(reaped[1])})
-            if 0 in readable:
-                if not (chunk := os.read(0, 1 << 16)):
-                    return  # the pool closed the pipe, or its process died
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
-                    try:
-                        pid = os.fork()
-                    except OSError as exc:  # out of processes or memory: this kernel fails
-                        reply({"error": str(exc)})
-                        continue
-                    if pid == 0:
-                        run_child(json.loads(line))
-                    children.add(pid)
-                    reply({"pid": pid})
-    finally:
-        for pid in children:
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        # The pool's temporary folder holds this script and the logs; if the pool was killed,
-        # no one else will remove it.
-        shutil.rmtree(os.path.dirname(os.path.abspath(sys.argv[0])), ignore_errors=True)
-
-
-class _ForkServer:
-    """The pool's end of the fork server: requests down one pipe, replies up the other."""
-
-    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
-        launcher = importlib.util.find_spec("ipykernel_launcher")
-        if launcher is None or launcher.origin is None:
-            raise KernelError("ipykernel is not installed")
-        script, self._log_path = workdir / "fork_server.py", workdir / "fork_server.log"
-        call = f"_fork_server_main({list(_PRELOAD)!r}, {launcher.origin!r})"
-        try:
-            source = inspect.getsource(_fork_server_main)
-            script.write_text(f"from __future__ import annotations\nfrom typing import Any\n\n"
-                              f"{source}\n{call}\n")  # fmt: skip
-            with open(self._log_path, "wb") as log:
-                # Its own session, so a Ctrl-C in the terminal reaches only the pool, which
-                # then cleans up; if the pool dies instead, the closed stdin stops the server.
-                self._proc = subprocess.Popen(
-                    [sys.executable, str(script)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=log,
-                    cwd=workdir,
-                    env=dict(env),
-                    start_new_session=True,
-                )
-        except OSError as exc:  # no source files (a zipped install), or no interpreter
-            raise KernelError(f"cannot start the kernel fork server: {exc}") from None
-        self._lock = threading.Lock()
-        self._ready: Future[dict[str, Any]] = Future()
-        self._replies: deque[Future[dict[str, Any]]] = deque([self._ready])
-        self._exits: dict[int, Future[int]] = {}
-        self._dead = False
-        # A thread rather than the event loop: exit notices then arrive while no loop runs
-        # (the blocking API), and the pool works from whichever loop calls it.
-        self._reader = threading.Thread(target=self._read, name="nbcd-fork-server", daemon=True)
-        self._reader.start()
-
-    async def wait_ready(self, timeout: float) -> None:
-        """Wait until the server has imported the kernel machinery."""
-        try:
-            message = await asyncio.wait_for(asyncio.wrap_future(self._ready), timeout)
-        except (asyncio.TimeoutError, KernelError):
-            message = {"error": self._log_path.read_text(errors="replace")[-1000:] or "no reply"}
-        if "error" in message:
-            raise KernelError(f"kernel fork server unusable: {message['error']}")
-
-    async def spawn(self, request: dict[str, Any]) -> tuple[int, Future[int]]:
-        """Fork a kernel; return its pid and a future of its exit code."""
-        reply: Future[dict[str, Any]] = Future()
-        with self._lock:
-            try:
-                if self._dead or self._proc.stdin is None:
-                    raise BrokenPipeError
-                self._replies.append(reply)
-                self._proc.stdin.write(json.dumps(request).encode() + b"\n")
-                self._proc.stdin.flush()
-            except OSError:
-                raise KernelError("the kernel fork server has exited") from None
-        try:
-            message = await asyncio.wrap_future(reply)
-        except asyncio.CancelledError:  # if the pid came back just now, no one else kills it
-            if reply.done() and not reply.cancelled() and "pid" in reply.result():
-                _killpg(reply.result()["pid"], signal.SIGKILL)
-            raise
-        if "error" in message:
-            raise KernelError(f"could not fork a kernel: {message['error']}")
-        return message["pid"], message["exit"]
-
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            message = json.loads(line)
-            with self._lock:
-                if "exit" in message:
-                    if exit_code := self._exits.pop(message["exit"], None):
-                        _settle(exit_code, message["status"])
-                    continue
-                if "pid" in message:  # made here, so it exists before the exit notice
-                    message["exit"] = self._exits[message["pid"]] = Future()
-                if not _settle(self._replies.popleft(), message) and "pid" in message:
-                    _killpg(message["pid"], signal.SIGKILL)  # whoever asked has given up
-        with self._lock:
-            self._dead = True
-            for reply in self._replies:
-                with contextlib.suppress(InvalidStateError):
-                    reply.set_exception(KernelError("the kernel fork server has exited"))
-            for pid, exit_code in self._exits.items():
-                _killpg(pid, signal.SIGKILL)
-                _settle(exit_code, -signal.SIGKILL)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the server, which kills any kernel still running on its way out."""
-        if self._proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._reader.join(timeout)
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
-
-
-def _settle(future: Future[Any], result: object) -> bool:
-    """Resolve ``future`` unless the waiter cancelled it; say whether it was resolved."""
-    try:
-        future.set_result(result)
-    except InvalidStateError:
-        return False
-    return True
-
-
-def _killpg(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone
-        os.killpg(pid, signum)
-
-
-class _ForkProvisioner(LocalProvisioner):
-    """Launches through the fork server; ports, connection file and env stay standard."""
-
-    server: _ForkServer | None = None
-    log_path = os.devnull
-    _exit: Future[int] | None = None
-
-    @property
-    def has_process(self) -> bool:
-        return self._exit is not None
-
-    async def poll(self) -> int | None:
-        if self._exit is None:
-            return 0
-        return self._exit.result() if self._exit.done() else None
-
-    async def wait(self) -> int | None:
-        while (code := await self.poll()) is None:
-            await asyncio.sleep(_POLL_S)
-        self._exit = None
-        return code
-
-    async def send_signal(self, signum: int) -> None:
-        if self.pid is not None and await self.poll() is None:  # never a reused pid
-            _killpg(self.pid, signum)
-
-    async def kill(self, restart: bool = False) -> None:
-        await self.send_signal(signal.SIGKILL)
-
-    async def terminate(self, restart: bool = False) -> None:
-        await self.send_signal(signal.SIGTERM)
-
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        assert self.server is not None
-        self.cwd = kwargs["cwd"]
-        request = {"argv": cmd, "cwd": self.cwd, "env": kwargs["env"], "log": self.log_path}
-        self.pid, self._exit = await self.server.spawn(request)
-        self.pgid = self.pid
-        return self.connection_info
 
 
 @dataclass(eq=False)
@@ -405,7 +116,7 @@ class KernelPool:
         self._held: set[KernelHandle] = set()
         self._live: set[KernelHandle] = set()
         self._spare: tuple[Path, asyncio.Future[KernelHandle]] | None = None
-        self._server: _ForkServer | None = None
+        self._server: ForkServer | None = None
         self._context: zmq.asyncio.Context | None = None
         self._workdir: Path | None = None
 
@@ -426,7 +137,7 @@ class KernelPool:
         self.forked = self.forked and not custom and _is_forkable(spec.argv)
         if self.forked:
             try:
-                self._server = _ForkServer(self._workdir, {**os.environ, **self.env})
+                self._server = ForkServer(self._workdir, {**os.environ, **self.env})
                 await self._server.wait_ready(self.startup_timeout)
             except KernelError as exc:  # slower kernels beat none
                 _log.warning("%s; starting kernels without fork", exc)
@@ -490,7 +201,7 @@ class KernelPool:
             await provisioner.kill()
             deadline = time.monotonic() + 5.0
             while await provisioner.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(_POLL_S)
+                await asyncio.sleep(POLL_S)
             if await provisioner.poll() is not None:
                 await provisioner.wait()
         await handle.km.cleanup_resources()
@@ -524,7 +235,7 @@ class KernelPool:
         km.kernel_id = str(uuid.uuid4())
         log_path = self._workdir / f"kernel-{km.kernel_id}.log"
         if self._server is not None:
-            km.provisioner = _ForkProvisioner(
+            km.provisioner = ForkProvisioner(
                 kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km
             )
             km.provisioner.server, km.provisioner.log_path = self._server, str(log_path)
