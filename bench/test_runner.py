@@ -88,34 +88,12 @@ def main() -> None:
     scripts = scripts_from(suite, work)
     cores = os.cpu_count() or 1
     nbcd = [str(BIN / "nbcd"), "test", str(suite)]
+    # the peers run with nbcd's own pytest plugin switched off, each as its users run it
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:nbcd"]
     commands: dict[str, list[str]] = {
         "nbcd test": [*nbcd, "--no-cache"],
-        "pytest --nbval": [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:nbcd",
-            "--nbval",
-            str(suite),
-        ],
-        "pytest --nbmake -n 2": [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:nbcd",
-            "--nbmake",
-            "-n",
-            "2",
-            str(suite),
-        ],
+        "pytest --nbval": [*pytest, "--nbval", str(suite)],
+        "pytest --nbmake -n 2": [*pytest, "--nbmake", "-n", "2", str(suite)],
     }
     results: dict[str, list[float]] = {name: [] for name in [*commands, "nbcd test (cached)"]}
     floors: list[float] = []

@@ -21,11 +21,12 @@ from typing import Any
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from nbformat.v4 import new_notebook, new_output
 from traitlets.config import Config
 
 from nbcd.compare import CompareOptions, Mismatch, compare_notebook, load_sanitizers
 from nbcd.markers import SKIP_EXECUTION_TAG, cell_markers
+from tests.conftest import build_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -215,16 +216,7 @@ replace: NOW
 
 
 def build(cells: tuple[Cell, ...]) -> Any:
-    nb = new_notebook(cells=[new_markdown_cell("# case")])
-    for cell in cells:
-        source, tags = (cell, []) if isinstance(cell, str) else cell
-        nb.cells.append(new_code_cell(source, metadata={"tags": tags} if tags else {}))
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    return nb
+    return build_notebook(*cells, markdown_title="case")
 
 
 def execute(nb: Any, directory: Path, as_nbval: bool = True) -> Any:
