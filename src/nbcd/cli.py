@@ -213,7 +213,8 @@ def test_command(
     ]
     colour = "green" if report.ok else "red"
     out.print(
-        f"[{colour}]{len(report.outcomes)} notebooks: {', '.join(parts) or 'none'}"
+        f"[{colour}]{len(report.outcomes)} notebook{'s' * (len(report.outcomes) != 1)}: "
+        f"{', '.join(parts) or 'none'}"
         f"[/{colour}] in {report.duration_s:.2f} s"
     )
     sys.exit(report.exit_code)
