@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nbcd.config import Config, load_config
+from nbcd.display import err, out, print_outcome, print_pipeline, progress_bar, stage_display
 from nbcd.errors import EXIT_EXECUTION, CheckFailed, ExecutionError, NbcdError, UsageError
 from nbcd.notebook import display_path
 
-if TYPE_CHECKING:
-    from nbcd.execute import ProgressCallback
-
 __all__ = ["cli", "main"]
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,7 +83,7 @@ def run(
             raise click.BadParameter(f"{name!r} is not a valid parameter name", param_hint="-p")
         parameters[name] = parse_value(name, raw)
     config = load_config(notebook.parent if notebook.parent.exists() else None)
-    with _cell_progress(notebook.name) as progress:
+    with progress_bar(notebook.name, counts=True) as progress:
         result = run_notebook(
             config,
             notebook,
@@ -115,14 +106,14 @@ def run(
     if not result.ok:
         failure = result.execution.failure
         err.print(f"[red]failed[/red]: {escape(result.describe_failure())}")
-        err.print(f"executed notebook (with the error) written to {_rel(result.output)}")
+        err.print(f"executed notebook (with the error) written to {display_path(result.output)}")
         sys.exit(EXIT_EXECUTION if failure and failure.kind in ("timeout", "died") else 1)
     out.print(f"[green]ok[/green] {notebook} in {result.execution.duration_s:.1f} s")
-    out.print(f"  notebook  {_rel(result.output)}")
+    out.print(f"  notebook  {display_path(result.output)}")
     if result.html:
-        out.print(f"  html      {_rel(result.html)}")
+        out.print(f"  html      {display_path(result.html)}")
     for artifact in result.artifacts:
-        out.print(f"  artifact  {_rel(artifact)}")
+        out.print(f"  artifact  {display_path(artifact)}")
 
 
 @cli.command("test")
@@ -203,7 +194,7 @@ def test_command(
         kernel=kernel,
         forked=not no_fork,
     )
-    report = run_tests(notebooks, options, on_outcome=_print_outcome)
+    report = run_tests(notebooks, options, on_outcome=print_outcome)
     if junit_xml is not None:
         from nbcd.junit import write_junit
 
@@ -218,28 +209,6 @@ def test_command(
         f"[/{colour}] in {report.duration_s:.2f} s"
     )
     sys.exit(report.exit_code)
-
-
-_STATUS_STYLE = {
-    "passed": "green",
-    "cached": "cyan",
-    "failed": "red",
-    "error": "red",
-    "skipped": "dim",
-}
-
-
-def _print_outcome(outcome: Any) -> None:
-    style = _STATUS_STYLE[outcome.status]
-    label = outcome.status.upper()
-    out.print(
-        f"[{style}]{label:<7}[/{style}] {escape(_rel(outcome.path))}  {outcome.duration_s:.2f} s"
-    )
-    if outcome.status in ("failed", "error"):
-        out.print(f"        {escape(outcome.message)}")
-        if outcome.details:
-            for line in outcome.details.splitlines():
-                out.print(f"        {escape(line)}")
 
 
 def _collect_notebooks(paths: tuple[Path, ...], config: Config) -> list[Path]:
@@ -355,7 +324,7 @@ def report(summary_path: Path | None, output: Path | None, exclude_input: bool) 
     site = build_site(summary, output or config.build_dir / "site", exclude_input=hide)
     for note in site.notes:
         err.print(f"[yellow]note[/yellow]: {escape(note)}")
-    out.print(f"[green]site[/green] {_rel(site.index)} ({len(site.pages)} pages)")
+    out.print(f"[green]site[/green] {display_path(site.index)} ({len(site.pages)} pages)")
 
 
 @cli.command()
@@ -391,9 +360,9 @@ def ci(
         jobs=jobs,
         require_docker=require_docker,
     )
-    with _stage_display() as (started, ended):
+    with stage_display() as (started, ended):
         result = run_pipeline(config, options, on_stage_start=started, on_stage_end=ended)
-    _print_pipeline(result)
+    print_pipeline(result)
     sys.exit(result.exit_code)
 
 
@@ -436,7 +405,7 @@ def build(
         err.print(f"{escape(where)}: {finding.code} {escape(finding.message)}")
     style = "green" if result.ok else "red"
     out.print(f"[{style}]{'ok' if result.ok else 'failed'}[/{style}] {escape(result.message)}")
-    out.print(f"  context  {_rel(result.context)}")
+    out.print(f"  context  {display_path(result.context)}")
     sys.exit(0 if result.ok else 1)
 
 
@@ -452,8 +421,8 @@ def init(target: Path, name: str | None, force: bool, no_execute: bool, kernel: 
 
     result = init_project(target, name=name, force=force, execute=not no_execute, kernel=kernel)
     out.print(
-        f"[green]created[/green] {len(result.created)} files in {_rel(result.root)} "
-        f"({result.duration_s:.1f} s); next: cd {_rel(result.root)} && make all"
+        f"[green]created[/green] {len(result.created)} files in {display_path(result.root)} "
+        f"({result.duration_s:.1f} s); next: cd {display_path(result.root)} && make all"
     )
 
 
@@ -510,7 +479,7 @@ def predict(model: Path, input_csv: Path, output: Path | None, chunk_rows: int) 
     from nbcd.predict import PredictProgress, predict_file
 
     target = output or Path(f"{input_csv.stem}.predictions.csv")
-    with _byte_progress(input_csv.name) as progress:
+    with progress_bar(input_csv.name) as progress:
 
         def advance(p: PredictProgress) -> None:
             if progress is not None:
@@ -524,104 +493,9 @@ def predict(model: Path, input_csv: Path, output: Path | None, chunk_rows: int) 
     style = "green" if result.rows_failed == 0 else "yellow"
     out.print(
         f"[{style}]scored[/{style}] {result.rows_scored} of {result.rows_in} rows "
-        f"in {result.duration:.1f} s -> {escape(_rel(result.output))}"
+        f"in {result.duration:.1f} s -> {escape(display_path(result.output))}"
     )
     sys.exit(0 if result.rows_failed == 0 else 1)
-
-
-@contextmanager
-def _byte_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar over bytes of a file, on a terminal only."""
-    if not err.is_terminal:
-        yield None
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield advance
-
-
-@contextmanager
-def _stage_display() -> Iterator[tuple[Callable[[str], None], Callable[[Any], None]]]:
-    """A live spinner for the running stage; a line per finished stage."""
-    status = err.status("") if err.is_terminal else None
-
-    def started(name: str) -> None:
-        if status is not None:
-            status.update(f"[bold]{name}[/bold] running…")
-            status.start()
-        else:
-            err.print(f"{name}: running")
-
-    def ended(stage: Any) -> None:
-        if status is not None:
-            status.stop()
-        style = _STATUS_STYLE.get(stage.status, "yellow")
-        first_line = stage.summary.splitlines()[0] if stage.summary else ""
-        err.print(
-            f"[{style}]{stage.status.upper():<7}[/{style}] {stage.name:<7} "
-            f"{stage.duration_s:6.1f} s  {escape(first_line)}"
-        )
-
-    try:
-        yield started, ended
-    finally:
-        if status is not None:
-            status.stop()
-
-
-def _print_pipeline(result: Any) -> None:
-    from rich.table import Table
-
-    table = Table(title="nbcd ci", title_justify="left")
-    for column in ("stage", "status", "time", "summary"):
-        table.add_column(column, justify="right" if column == "time" else "left")
-    for stage in result.summary.stages:
-        style = _STATUS_STYLE.get(stage.status, "yellow")
-        table.add_row(
-            stage.name,
-            f"[{style}]{stage.status}[/{style}]",
-            f"{stage.duration_s:.1f} s",
-            escape(stage.summary),
-        )
-    out.print(table)
-    if result.site is not None:
-        out.print(f"report  {_rel(result.site / 'index.html')}")
-    out.print(f"summary {_rel(result.summary_path)}")
-
-
-@contextmanager
-def _cell_progress(label: str) -> Iterator[ProgressCallback | None]:
-    """A progress bar of cells on a terminal; nothing when output is piped or on CI."""
-    if not err.is_terminal:
-        yield None
-        return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(label, total=None)
-
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield advance
-
-
-def _rel(path: Path) -> str:
-    return display_path(path)
 
 
 def main(argv: list[str] | None = None) -> None:

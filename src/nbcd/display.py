@@ -1,0 +1,117 @@
+"""What the command line shows: consoles, progress bars, per-notebook and per-stage lines.
+
+Bars and spinners appear only on a terminal; piped output and CI logs get plain lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from nbcd.notebook import display_path
+
+__all__ = [
+    "err",
+    "out",
+    "print_outcome",
+    "print_pipeline",
+    "progress_bar",
+    "stage_display",
+]
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATUS_STYLE = {
+    "passed": "green",
+    "cached": "cyan",
+    "failed": "red",
+    "error": "red",
+    "skipped": "dim",
+}
+
+
+@contextmanager
+def progress_bar(
+    label: str, *, counts: bool = False
+) -> Iterator[Callable[[int, int], None] | None]:
+    """A bar advanced with (done, total) on a terminal; None when output is piped or on CI."""
+    if not err.is_terminal:
+        yield None
+        return
+    columns = [TextColumn("{task.description}"), BarColumn()]
+    columns += [MofNCompleteColumn()] if counts else []
+    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
+def print_outcome(outcome: Any) -> None:
+    """One line per tested notebook; the message and diff under a failure."""
+    style = STATUS_STYLE[outcome.status]
+    label = outcome.status.upper()
+    path = escape(display_path(outcome.path))
+    out.print(f"[{style}]{label:<7}[/{style}] {path}  {outcome.duration_s:.2f} s")
+    if outcome.status in ("failed", "error"):
+        out.print(f"        {escape(outcome.message)}")
+        for line in outcome.details.splitlines():
+            out.print(f"        {escape(line)}")
+
+
+@contextmanager
+def stage_display() -> Iterator[tuple[Callable[[str], None], Callable[[Any], None]]]:
+    """A live spinner for the running stage; a line per finished stage."""
+    status = err.status("") if err.is_terminal else None
+
+    def started(name: str) -> None:
+        if status is not None:
+            status.update(f"[bold]{name}[/bold] running…")
+            status.start()
+        else:
+            err.print(f"{name}: running")
+
+    def ended(stage: Any) -> None:
+        if status is not None:
+            status.stop()
+        style = STATUS_STYLE.get(stage.status, "yellow")
+        first_line = stage.summary.splitlines()[0] if stage.summary else ""
+        err.print(
+            f"[{style}]{stage.status.upper():<7}[/{style}] {stage.name:<7} "
+            f"{stage.duration_s:6.1f} s  {escape(first_line)}"
+        )
+
+    try:
+        yield started, ended
+    finally:
+        if status is not None:
+            status.stop()
+
+
+def print_pipeline(result: Any) -> None:
+    """The final table of `nbcd ci` and where the report and summary are."""
+    from rich.table import Table
+
+    table = Table(title="nbcd ci", title_justify="left")
+    for column in ("stage", "status", "time", "summary"):
+        table.add_column(column, justify="right" if column == "time" else "left")
+    for stage in result.summary.stages:
+        style = STATUS_STYLE.get(stage.status, "yellow")
+        table.add_row(
+            stage.name,
+            f"[{style}]{stage.status}[/{style}]",
+            f"{stage.duration_s:.1f} s",
+            escape(stage.summary),
+        )
+    out.print(table)
+    if result.site is not None:
+        out.print(f"report  {display_path(result.site / 'index.html')}")
+    out.print(f"summary {display_path(result.summary_path)}")
