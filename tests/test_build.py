@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import nbcd.build
+import nbcd.lock
 from nbcd.build import build_context, default_tag, docker_available
 from nbcd.config import load_config
 from nbcd.errors import ModelError, UsageError
@@ -334,8 +335,8 @@ def test_an_nbcd_from_a_source_folder_ships_as_a_wheel_built_once(
         cache.mkdir(parents=True)
         (cache / f"nbcd-{NBCD_VERSION}-py3-none-any.whl").write_bytes(b"wheel")
 
-    monkeypatch.setattr(nbcd.build, "_nbcd_source", lambda: (source, None))
-    monkeypatch.setattr(nbcd.build, "_pip_wheel", pip_wheel)
+    monkeypatch.setattr(nbcd.lock, "_nbcd_source", lambda: (source, None))
+    monkeypatch.setattr(nbcd.lock, "_pip_wheel", pip_wheel)
 
     first = build_context(load_config(plain), docker=False)
     second = build_context(load_config(plain), docker=False)
@@ -354,7 +355,7 @@ def test_an_nbcd_from_a_source_folder_ships_as_a_wheel_built_once(
 
 @pytest.mark.slow
 def test_the_installed_nbcd_builds_into_a_real_wheel(plain: Path) -> None:
-    source, _ = nbcd.build._nbcd_source()
+    source, _ = nbcd.lock._nbcd_source()
     if source is None:
         pytest.skip("nbcd is not installed from a source folder")
     had_build_folder = (source / "build").exists()

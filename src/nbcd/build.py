@@ -24,10 +24,7 @@ Docker daemon answers. Findings of this stage, besides the lint stage's own code
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
-import os
 import platform
 import re
 import shutil
@@ -35,43 +32,37 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
-
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
 
 from nbcd.config import Config
 from nbcd.errors import ModelError, UsageError
-from nbcd.files import atomic_write_text, file_sha256, replace_folder
+from nbcd.files import IGNORED_ON_COPY, atomic_write_text, file_sha256, files_under, replace_folder
 from nbcd.lint import dockerfile_copy_sources, lint_paths
+from nbcd.lock import installed_version, lock_requirements, nbcd_wheel
 from nbcd.model import METADATA_FILE, MODEL_FILE
+from nbcd.notebook import display_path
 from nbcd.rules import Finding, LintOptions
 from nbcd.templating import text_template
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+    pass
 
 __all__ = [
     "BuildResult",
     "build_context",
     "default_tag",
     "docker_available",
-    "installed_pins",
     "render_dockerfile",
 ]
 
 TEMPLATES = Path(__file__).with_name("scaffold_templates")
 DOCKER_INFO_TIMEOUT_S = 5.0
-WHEEL_TIMEOUT_S = 300.0
 DOCKER_BUILD_TIMEOUT_S = 3600.0
 # Copied trees never need these: caches, build leftovers, half-written files (".name.tmp").
-_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*")
 # Files of a project that `pip install .` may need beside pyproject.toml and src/.
 _PACKAGE_FILES = ("README*", "LICENSE*", "COPYING*", "NOTICE*", "setup.py", "setup.cfg")
 _TAG = re.compile(
@@ -143,7 +134,7 @@ def build_context(
             root,
         )
         # hadolint's findings point at the file to edit: the project's own, or the generated one
-        shown = _display(target / "Dockerfile" if generated else root / "Dockerfile", root)
+        shown = display_path(target / "Dockerfile" if generated else root / "Dockerfile", root)
         findings += [replace(f, path=shown) for f in report.findings]
         replace_folder(staged, target)
     except OSError as exc:
@@ -152,9 +143,9 @@ def build_context(
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)
 
-    files = tuple(sorted(p.relative_to(target).as_posix() for p in _files(target)))
+    files = tuple(sorted(p.relative_to(target).as_posix() for p in files_under(target)))
     errors = sum(f.severity == "error" for f in findings)
-    where = _display(target, root)
+    where = display_path(target, root)
     docker_built = False
     if errors:
         ok = False
@@ -201,22 +192,24 @@ def _assemble(
     """Fill ``staged`` with the context; return (Dockerfile generated, wheel, findings)."""
     root = config.root.resolve()
     (staged / "wheels").mkdir()
-    wheel_path = _nbcd_wheel(config, staged / "wheels") if wheel else None
+    wheel_path = nbcd_wheel(config, staged / "wheels") if wheel else None
     if wheel_path is None:
         _placeholder(staged / "wheels", "No nbcd wheel: the image installs nbcd from PyPI.")
-    nbcd_line = f"./wheels/{wheel_path.name}" if wheel_path else f"nbcd=={_version('nbcd')}"
-    lock, findings = _lock(config, nbcd_line)
+    nbcd_line = (
+        f"./wheels/{wheel_path.name}" if wheel_path else f"nbcd=={installed_version('nbcd')}"
+    )
+    lock, findings = lock_requirements(config, nbcd_line)
     atomic_write_text(staged / "requirements.lock", lock)
     if (root / "requirements.txt").is_file():
         shutil.copy2(root / "requirements.txt", staged / "requirements.txt")
 
-    shutil.copytree(model_dir, staged / "model", ignore=_IGNORED)
+    shutil.copytree(model_dir, staged / "model", ignore=IGNORED_ON_COPY)
     site = config.build_dir / "site"
     if site.is_dir():
-        shutil.copytree(site, staged / "site", ignore=_IGNORED)
+        shutil.copytree(site, staged / "site", ignore=IGNORED_ON_COPY)
     else:
         _placeholder(staged / "site", "No report site: run `nbcd report` before `nbcd build`.")
-    package_files = _copy_package(root, _pyproject(config), staged)
+    package_files = _copy_package(root, config.project, staged)
     serve = staged / "serve"
     serve.write_text(text_template(TEMPLATES, "serve.j2").render(), encoding="utf-8")
     serve.chmod(0o755)  # COPY keeps the mode: the entry point must be executable
@@ -226,7 +219,7 @@ def _assemble(
         shutil.copy2(own, staged / "Dockerfile")
         findings += _mirror_copy_sources(config, staged, model_dir)
         return False, wheel_path, findings
-    text = render_dockerfile(project=_project_name(config), package_files=package_files)
+    text = render_dockerfile(project=config.name, package_files=package_files)
     atomic_write_text(staged / "Dockerfile", text)
     return True, wheel_path, findings
 
@@ -262,7 +255,7 @@ def _find_model(config: Config, model: Path | None) -> Path:
         if (folder / METADATA_FILE).is_file():
             _check_model(folder)
             return folder.resolve()
-    shown = ", ".join(_display(c, config.root) for c in dict.fromkeys(candidates))
+    shown = ", ".join(display_path(c, config.root) for c in dict.fromkeys(candidates))
     raise UsageError(
         f"no model found (looked for {METADATA_FILE} in {shown}): run `nbcd run` first, "
         "or pass the model folder"
@@ -288,11 +281,11 @@ def _check_model(folder: Path) -> None:
         )
 
 
-def _copy_package(root: Path, pyproject: dict[str, Any], staged: Path) -> list[str]:
+def _copy_package(root: Path, project: dict[str, Any], staged: Path) -> list[str]:
     """Copy an installable project package (a [project] table and src/); return its files."""
-    if "project" not in pyproject or not (root / "src").is_dir():
+    if not project or not (root / "src").is_dir():
         return []
-    shutil.copytree(root / "src", staged / "src", ignore=_IGNORED)
+    shutil.copytree(root / "src", staged / "src", ignore=IGNORED_ON_COPY)
     copied = ["pyproject.toml"]
     shutil.copy2(root / "pyproject.toml", staged / "pyproject.toml")
     for pattern in _PACKAGE_FILES:
@@ -315,7 +308,7 @@ def _mirror_copy_sources(config: Config, staged: Path, model_dir: Path) -> list[
     aliases = {model_dir: staged / "model", build_dir / "wheels": staged / "wheels"}
     aliases[build_dir / "site"] = staged / "site"
     text = (staged / "Dockerfile").read_text(encoding="utf-8", errors="replace")
-    shown = _display(root / "Dockerfile", root)
+    shown = display_path(root / "Dockerfile", root)
     findings: list[Finding] = []
     for number, source in dockerfile_copy_sources(text):
         relative = source.lstrip("/").removeprefix("./").rstrip("/") or "."
@@ -327,9 +320,9 @@ def _mirror_copy_sources(config: Config, staged: Path, model_dir: Path) -> list[
             continue  # outside the context: docker reports it better than a guess here
         alias = aliases.get(origin)
         if alias is not None and alias.exists():
-            shutil.copytree(alias, destination, ignore=_IGNORED)
+            shutil.copytree(alias, destination, ignore=IGNORED_ON_COPY)
         elif origin.is_dir():
-            shutil.copytree(origin, destination, ignore=_IGNORED)
+            shutil.copytree(origin, destination, ignore=IGNORED_ON_COPY)
         elif origin.is_file():
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(origin, destination)
@@ -346,201 +339,6 @@ def _mirror_copy_sources(config: Config, staged: Path, model_dir: Path) -> list[
             )
             findings.append(Finding(shown, "BLD004", message, None, number, 1, "error", "nbcd"))
     return findings
-
-
-# --- requirements ---------------------------------------------------------------------------
-
-
-def _lock(config: Config, nbcd_line: str) -> tuple[str, list[Finding]]:
-    """requirements.lock: each requirement pinned to its installed version, then nbcd."""
-    root = config.root.resolve()
-    source = root / "requirements.txt"
-    lines: list[str] = []
-    findings: list[Finding] = []
-    if source.is_file():
-        header = "the project's requirements.txt"
-        entries = list(_requirement_lines(source, root, set()))
-    else:
-        header = "the dependencies in the project's pyproject.toml"
-        dependencies = _pyproject(config).get("project", {}).get("dependencies", [])
-        entries = [(_display(root / "pyproject.toml", root), 0, str(d)) for d in dependencies]
-    for shown, number, text in entries:
-        line, problem = _pin(text, shown, number)
-        if problem is not None:
-            findings.append(problem)
-        if line:
-            lines.append(line)
-    head = [
-        f"# Written by `nbcd build` from {header}:",
-        "# every requirement pinned to the version installed where the notebooks ran, then nbcd.",
-    ]
-    return "\n".join([*head, *lines, nbcd_line]) + "\n", findings
-
-
-def _requirement_lines(path: Path, root: Path, seen: set[Path]) -> Iterator[tuple[str, int, str]]:
-    """(file shown, line number, text) of each requirement, following -r includes."""
-    seen.add(path.resolve())
-    shown = _display(path, root)
-    continued = ""
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if raw.rstrip().endswith("\\"):
-            continued += raw.rstrip()[:-1] + " "
-            continue
-        text = re.sub(r"(^|\s)#.*$", "", continued + raw).strip()
-        continued = ""
-        include = re.match(r"^(?:-r|--requirement)(?:\s+|=)(\S+)$", text)
-        if include:
-            nested = (path.parent / include.group(1)).resolve()
-            if nested not in seen and nested.is_file():
-                yield from _requirement_lines(nested, root, seen)
-            continue
-        if text:
-            yield shown, number, text
-
-
-def _pin(text: str, shown: str, number: int) -> tuple[str | None, Finding | None]:
-    """One requirement pinned to its installed version, or why it cannot be."""
-
-    def finding(code: str, severity: str, message: str) -> Finding:
-        line, column = (number, 1) if number else (None, None)
-        return Finding(shown, code, message, None, line, column, severity, "nbcd")
-
-    if text.startswith(("-e", "--editable", ".", "/")) or re.match(r"^-c|^--constraint", text):
-        # the project itself (installed from src/ by the Dockerfile) or a local folder
-        return None, finding("BLD003", "warning", f"not locked: {text} (a local path)")
-    if text.startswith("-"):
-        return text, None  # an index or pip option: pip in the image needs it as written
-    spec = re.sub(r"\s--?[A-Za-z].*$", "", text).strip()  # per-requirement --hash options
-    try:
-        requirement = Requirement(spec)
-    except InvalidRequirement:
-        return text, finding("BLD003", "warning", f"not locked: {text} (not a requirement)")
-    if requirement.url is not None:
-        return text, None  # pinned by its URL already
-    if canonicalize_name(requirement.name) == "nbcd":
-        return None, None  # the lock ends with nbcd, as a wheel or a pin
-    if requirement.marker is not None and not requirement.marker.evaluate():
-        return text, None  # not for this machine; pip in the image decides
-    try:
-        version = importlib.metadata.version(requirement.name)
-    except importlib.metadata.PackageNotFoundError:
-        message = (
-            f"{requirement.name} is not installed, so its version cannot be locked: "
-            "install the project's requirements, run the notebooks, then build again"
-        )
-        return text, finding("BLD001", "error", message)
-    extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
-    marker = f"; {requirement.marker}" if requirement.marker is not None else ""
-    pinned = f"{requirement.name}{extras}=={version}{marker}"
-    if requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
-        message = (
-            f"{requirement.name}=={version} is installed but {spec} is required; "
-            "the lock pins the installed version"
-        )
-        return pinned, finding("BLD002", "warning", message)
-    return pinned, None
-
-
-def installed_pins(names: list[str]) -> list[str]:
-    """``name==version`` for each installed distribution; UsageError names the missing ones."""
-    pins, missing = [], []
-    for name in names:
-        try:
-            pins.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(name)
-    if missing:
-        raise UsageError(f"not installed: {', '.join(missing)}; pip install them and try again")
-    return pins
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "0"
-
-
-# --- the nbcd wheel -------------------------------------------------------------------------
-
-
-def _nbcd_source() -> tuple[Path | None, Path | None]:
-    """(source folder, wheel file) nbcd was installed from; (None, None) for an index."""
-    try:
-        text = importlib.metadata.distribution("nbcd").read_text("direct_url.json")
-    except importlib.metadata.PackageNotFoundError:
-        return None, None
-    try:
-        data = json.loads(text or "{}")
-    except json.JSONDecodeError:
-        return None, None
-    url = urlparse(str(data.get("url", "")))
-    if url.scheme != "file":
-        return None, None
-    path = Path(unquote(url.path))
-    if "dir_info" in data and path.is_dir():
-        return path, None
-    if path.suffix == ".whl" and path.is_file():
-        return None, path
-    return None, None
-
-
-def _nbcd_wheel(config: Config, wheels: Path) -> Path | None:
-    """Put an nbcd wheel in ``wheels`` when nbcd is not installed from an index.
-
-    Wheels are cached under <build_dir>/nbcd/cache/wheels by a hash of the source, so only
-    a changed nbcd is built again (a build takes seconds: pip sets up setuptools).
-    """
-    source, wheel_file = _nbcd_source()
-    if wheel_file is not None:
-        return Path(shutil.copy2(wheel_file, wheels / wheel_file.name))
-    if source is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix="nbcd-source-") as tmp:
-        # pip builds in the source folder (setuptools writes build/ there): use a copy
-        copy = Path(tmp) / "nbcd"
-        shutil.copytree(source / "src", copy / "src", ignore=_IGNORED)
-        for path in source.iterdir():
-            if path.is_file() and not path.name.startswith("."):
-                shutil.copy2(path, copy / path.name)
-        cache = config.build_dir / "nbcd" / "cache" / "wheels" / _tree_hash(copy)
-        cached = sorted(cache.glob("nbcd-*.whl"))
-        if not cached:
-            _pip_wheel(copy, cache)
-            cached = sorted(cache.glob("nbcd-*.whl"))
-        if not cached:
-            raise UsageError(f"pip wheel made no nbcd wheel from {source}")
-    return Path(shutil.copy2(cached[-1], wheels / cached[-1].name))
-
-
-def _pip_wheel(source: Path, cache: Path) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=".wheel.", dir=_mkdir(cache.parent)))
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir"]
-    try:
-        done = subprocess.run(
-            [*command, str(staging), str(source)],
-            capture_output=True,
-            text=True,
-            timeout=WHEEL_TIMEOUT_S,
-            check=False,
-        )
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UsageError(f"pip wheel could not build nbcd from its source: {last}")
-        if not cache.exists():  # a concurrent build may have made it meanwhile
-            os.replace(staging, cache)  # a cache entry appears whole or not at all
-    except subprocess.TimeoutExpired:
-        raise UsageError(f"pip wheel did not build nbcd within {WHEEL_TIMEOUT_S:g}s") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _tree_hash(folder: Path) -> str:
-    digest = hashlib.sha256(platform.python_version().encode())
-    for path in sorted(_files(folder)):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
 
 
 # --- Docker ---------------------------------------------------------------------------------
@@ -590,36 +388,12 @@ def _docker_build(context: Path, image: str, where: str) -> tuple[bool, str]:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _pyproject(config: Config) -> dict[str, Any]:
-    path = config.source or config.root / "pyproject.toml"
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
-
-
-def _project_name(config: Config) -> str:
-    name = _pyproject(config).get("project", {}).get("name")
-    return str(name) if name else config.root.name
-
-
 def default_tag(config: Config) -> str:
     """``<project name>:<version>`` from pyproject.toml, made a valid Docker tag."""
-    project = _pyproject(config).get("project", {})
-    name = re.sub(r"[^a-z0-9]+", "-", _project_name(config).lower()).strip("-") or "model"
+    project = config.project
+    name = re.sub(r"[^a-z0-9]+", "-", config.name.lower()).strip("-") or "model"
     version = re.sub(r"[^\w.-]", "-", str(project.get("version") or "latest"))
     return f"{name}:{version[:128]}"
-
-
-def _display(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _files(folder: Path) -> Iterator[Path]:
-    return (p for p in folder.rglob("*") if p.is_file())
 
 
 def _placeholder(folder: Path, text: str) -> None:

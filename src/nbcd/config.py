@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import glob
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,13 @@ class Config:
     lint: LintSettings = field(default_factory=LintSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     source: Path | None = None
+    project: dict[str, Any] = field(default_factory=dict)  # pyproject's [project] table
+
+    @property
+    def name(self) -> str:
+        """The project's name: [project] name in pyproject.toml, else the folder's name."""
+        name = self.project.get("name")
+        return name if isinstance(name, str) and name else self.root.name
 
     @property
     def notebooks_out(self) -> Path:
@@ -144,7 +151,9 @@ def load_config(start: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
     table = data.get("tool", {}).get("nbcd", {})
-    return _parse(table, root, source)
+    config = _parse(table, root, source)
+    project = data.get("project")
+    return replace(config, project=project) if isinstance(project, dict) else config
 
 
 def _parse(table: dict[str, Any], root: Path, source: Path) -> Config:

@@ -107,3 +107,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# what a copied source tree leaves behind: caches, build metadata, hidden files
+IGNORED_ON_COPY = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*")
+
+
+def files_under(folder: Path) -> Iterator[Path]:
+    """Every regular file below folder, at any depth."""
+    return (p for p in folder.rglob("*") if p.is_file())

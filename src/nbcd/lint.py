@@ -27,6 +27,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from .errors import UsageError
 from .files import atomic_write_text
+from .notebook import display_path
 from .rules import (
     FAILING_SEVERITIES,
     RULES,
@@ -106,18 +107,6 @@ def _collect(paths: Sequence[Path]) -> list[Path]:
         else:
             found[path] = None
     return list(found)
-
-
-def _display(path: Path, root: Path) -> str:
-    """A finding's path: relative to the project root when inside it, else absolute."""
-    absolute = path.resolve()
-    try:
-        return absolute.relative_to(root).as_posix()
-    except ValueError:
-        return str(absolute)
-
-
-# --- notebooks ----------------------------------------------------------------------------
 
 
 def _structure_problem(raw: Any) -> str | None:
@@ -420,7 +409,7 @@ def lint_paths(paths: Sequence[Path], options: LintOptions, project_root: Path) 
     root = project_root.resolve()
     if options.ruff_config is not None and not options.ruff_config.is_file():
         raise UsageError(f"ruff configuration not found: {options.ruff_config}")
-    files = {_display(path, root): path for path in _collect(paths)}
+    files = {display_path(path, root): path for path in _collect(paths)}
     by_kind: dict[str, dict[str, Path]] = {"notebook": {}, "dockerfile": {}, "requirements": {}}
     for shown, path in files.items():
         by_kind[_kind(path) or "notebook"][shown] = path

@@ -86,12 +86,13 @@ def source_excerpt(source: str, lines: int = 3, width: int = 100) -> str:
     return text if len(text) <= 2 * width else text[: 2 * width - 1] + "…"
 
 
-def display_path(path: Path) -> str:
-    """A path as the user would type it: relative to the working folder when inside it."""
+def display_path(path: Path, root: Path | None = None) -> str:
+    """A path as users see it: relative to root (default: the working folder) when inside it."""
+    absolute = path.resolve()
     try:
-        return str(path.relative_to(Path.cwd()))
+        return absolute.relative_to((root or Path.cwd()).resolve()).as_posix()
     except ValueError:
-        return str(path)
+        return str(absolute)
 
 
 def cell_label(index: int) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from nbcd.config import Config
 from nbcd.errors import EXIT_CHECK_FAILED, EXIT_EXECUTION, EXIT_OK, EXIT_USAGE, NbcdError
+from nbcd.notebook import display_path
 from nbcd.summary import (
     NotebookSummary,
     RunSummary,
@@ -82,7 +83,7 @@ class _Run:
     def summary(self) -> Summary:
         root = self.config.root
         return Summary(
-            project=_project_name(self.config),
+            project=self.config.name,
             root=str(root),
             started_at=self.started_at,
             duration_s=time.time() - self.started_at,
@@ -176,7 +177,7 @@ def _test(state: _Run) -> tuple[StageStatus, str, int]:
     state.results["test"] = report
     state.tests = [
         NotebookSummary(
-            _relative(o.path, config.root), o.status, o.duration_s, o.message, o.details
+            display_path(o.path, config.root), o.status, o.duration_s, o.message, o.details
         )
         for o in report.outcomes
     ]
@@ -207,19 +208,19 @@ def _run(state: _Run) -> tuple[StageStatus, str, int]:
             worst = max(worst, EXIT_EXECUTION if died else EXIT_CHECK_FAILED)
         state.runs.append(
             RunSummary(
-                notebook=_relative(result.notebook, config.root),
-                output=_relative(result.output, config.root),
-                html=_relative(result.html, config.root) if result.html else None,
+                notebook=display_path(result.notebook, config.root),
+                output=display_path(result.output, config.root),
+                html=display_path(result.html, config.root) if result.html else None,
                 ok=result.ok,
                 duration_s=result.execution.duration_s,
                 parameters=result.parameters,
-                artifacts=[_relative(a, config.root) for a in result.artifacts],
+                artifacts=[display_path(a, config.root) for a in result.artifacts],
                 failure=result.describe_failure(),
             )
         )
         for artifact in result.artifacts:
             if artifact.name == "model.json" and artifact.exists():
-                state.models.append(_relative(artifact.parent, config.root))
+                state.models.append(display_path(artifact.parent, config.root))
     state.results["run"] = results
     ok = sum(1 for r in results if r.ok)
     artifacts = sum(len(r.artifacts) for r in results if r.ok)
@@ -245,31 +246,7 @@ def _build(state: _Run) -> tuple[StageStatus, str, int]:
     state.results["build"] = result
     if not result.ok:
         return "failed", result.message, EXIT_CHECK_FAILED
-    where = _relative(result.context, state.config.root)
+    where = display_path(result.context, state.config.root)
     if result.docker_built:
         return "passed", f"image {result.image} built from {where}", EXIT_OK
     return "passed", f"context in {where}; no Docker daemon, image not built", EXIT_OK
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _project_name(config: Config) -> str:
-    if config.source is not None:
-        import sys
-
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib
-        try:
-            name = tomllib.loads(config.source.read_text(encoding="utf-8"))["project"]["name"]
-            if isinstance(name, str):
-                return name
-        except (KeyError, OSError, ValueError):
-            pass
-    return config.root.name

@@ -29,10 +29,11 @@ import nbformat
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from nbcd.build import TEMPLATES, installed_pins, render_dockerfile
+from nbcd.build import TEMPLATES, render_dockerfile
 from nbcd.errors import ExecutionError, UsageError
 from nbcd.execute import execute_notebook
 from nbcd.files import atomic_write_text
+from nbcd.lock import installed_pins
 from nbcd.templating import text_template
 
 __all__ = [
