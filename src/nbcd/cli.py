@@ -454,7 +454,6 @@ def serve_command(
 
     # SageMaker mounts the model at /opt/ml/model and says so in SM_MODEL_DIR
     path = model or Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
-    err.print(f"serving {escape(str(path))} on http://{host}:{port} (workers: {workers})")
     serve(path, host=host, port=port, workers=workers, token=token, access_log=not no_access_log)
 
 
