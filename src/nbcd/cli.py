@@ -265,16 +265,21 @@ def lint(
     ignore: tuple[str, ...],
 ) -> None:
     """Lint notebooks (ruff + notebook rules), the Dockerfile and requirements files."""
-    from nbcd.lint import LintOptions, format_github, format_json, format_text, lint_paths
+    from nbcd.lint import (
+        format_github,
+        format_json,
+        format_text,
+        lint_options_from,
+        lint_paths,
+        project_lint_paths,
+    )
 
     config = load_config(paths[0] if paths and paths[0].exists() else None)
-    targets = list(paths) or _default_lint_paths(config)
-    settings = config.lint
-    options = LintOptions(
-        select=frozenset(select) or frozenset({"ALL"}),
-        ignore=frozenset(settings.ignore) | frozenset(ignore),
-        required_sections=settings.required_sections,
-        max_output_bytes=settings.max_output_bytes,
+    targets = list(paths) or project_lint_paths(config)
+    options = lint_options_from(
+        config,
+        select=select,
+        ignore=ignore,
         fix=fix,
         fix_errors=fix_errors,
         fix_oversize=fix_oversize,
@@ -285,13 +290,6 @@ def lint(
     sys.exit(0 if report.ok else 1)
 
 
-def _default_lint_paths(config: Config) -> list[Path]:
-    paths = list(config.notebook_paths())
-    paths += [p for p in (config.root / "Dockerfile",) if p.is_file()]
-    return paths + sorted(config.root.glob("requirements*.txt"))
-
-
-@cli.command()
 def rules() -> None:
     """List nbcd's lint rules with their codes and rationale."""
     from nbcd.rules import RULES

@@ -25,6 +25,7 @@ from typing import Any
 import nbformat
 from packaging.requirements import InvalidRequirement, Requirement
 
+from .config import Config
 from .errors import UsageError
 from .files import atomic_write_text
 from .notebook import display_path
@@ -46,7 +47,9 @@ __all__ = [
     "format_github",
     "format_json",
     "format_text",
+    "lint_options_from",
     "lint_paths",
+    "project_lint_paths",
 ]
 
 TOOL_TIMEOUT_S = 300
@@ -499,3 +502,32 @@ def format_github(report: LintReport, workspace: Path | None = None) -> str:
         level = levels.get(finding.severity, "notice")
         lines.append(f"::{level} {','.join(properties)}::{_escape(message)}")
     return "".join(line + "\n" for line in lines)
+
+
+def project_lint_paths(config: Config) -> list[Path]:
+    """What `nbcd lint` checks by default: the notebooks, the Dockerfile, requirements files."""
+    paths = list(config.notebook_paths())
+    paths += [p for p in (config.root / "Dockerfile",) if p.is_file()]
+    return paths + sorted(config.root.glob("requirements*.txt"))
+
+
+def lint_options_from(
+    config: Config,
+    *,
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+    fix: bool = False,
+    fix_errors: bool = False,
+    fix_oversize: bool = False,
+) -> LintOptions:
+    """LintOptions from [tool.nbcd.lint]; given codes add to the configured ignores."""
+    settings = config.lint
+    return LintOptions(
+        select=frozenset(select) or frozenset({"ALL"}),
+        ignore=frozenset(settings.ignore) | frozenset(ignore),
+        required_sections=settings.required_sections,
+        max_output_bytes=settings.max_output_bytes,
+        fix=fix,
+        fix_errors=fix_errors,
+        fix_oversize=fix_oversize,
+    )

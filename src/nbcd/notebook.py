@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "cell_label",
     "display_path",
+    "kernel_name",
     "read_notebook",
     "source_excerpt",
     "write_notebook",
@@ -93,6 +94,13 @@ def display_path(path: Path, root: Path | None = None) -> str:
         return absolute.relative_to((root or Path.cwd()).resolve()).as_posix()
     except ValueError:
         return str(absolute)
+
+
+def kernel_name(nb: Any) -> str | None:
+    """The kernel a notebook's metadata names, if it names one."""
+    spec = nb.get("metadata", {}).get("kernelspec", {})
+    name = spec.get("name") if isinstance(spec, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 def cell_label(index: int) -> str:

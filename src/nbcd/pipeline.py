@@ -146,19 +146,11 @@ def run_pipeline(
 
 
 def _lint(state: _Run) -> tuple[StageStatus, str, int]:
-    from nbcd.lint import LintOptions, lint_paths
+    from nbcd.lint import lint_options_from, lint_paths, project_lint_paths
 
     config = state.config
-    paths = list(config.notebook_paths())
-    paths += [p for p in (config.root / "Dockerfile",) if p.is_file()]
-    paths += sorted(config.root.glob("requirements*.txt"))
-    settings = config.lint
-    options = LintOptions(
-        ignore=frozenset(settings.ignore),
-        required_sections=settings.required_sections,
-        max_output_bytes=settings.max_output_bytes,
-    )
-    report = lint_paths(paths, options, config.root)
+    options = lint_options_from(config)
+    report = lint_paths(project_lint_paths(config), options, config.root)
     state.results["lint"] = report
     state.lint_findings = [asdict(f) for f in report.findings]
     count = len(report.findings)

@@ -14,6 +14,7 @@ from nbcd.files import atomic_write_text
 from nbcd.notebook import (
     cell_label,
     display_path,
+    kernel_name,
     read_notebook,
     source_excerpt,
     write_notebook,
@@ -99,7 +100,7 @@ def run_notebook(
     execution = execute_notebook(
         injection.notebook,
         cwd=notebook.parent,
-        kernel_name=kernel or _kernel_of(nb) or config.kernel,
+        kernel_name=kernel or kernel_name(nb) or config.kernel,
         timeout=timeout or config.timeout,
         on_progress=on_progress,
     )
@@ -150,9 +151,3 @@ def _output_path(config: Config, notebook: Path, output: Path | None, inplace: b
     if target.is_dir():
         target = target / notebook.name
     return target
-
-
-def _kernel_of(nb: Any) -> str | None:
-    spec = nb.get("metadata", {}).get("kernelspec", {})
-    name = spec.get("name") if isinstance(spec, dict) else None
-    return name if isinstance(name, str) and name else None

@@ -28,7 +28,7 @@ from nbcd.compare import (
 from nbcd.config import Config
 from nbcd.errors import EXIT_CHECK_FAILED, EXIT_EXECUTION, EXIT_OK, EXIT_USAGE, NbcdError
 from nbcd.markers import cell_markers
-from nbcd.notebook import cell_label, read_notebook, source_excerpt
+from nbcd.notebook import cell_label, kernel_name, read_notebook, source_excerpt
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -275,7 +275,7 @@ async def _test_one(
 ) -> NotebookOutcome:
     path, stored = item.path, item.stored
     started = time.perf_counter()
-    kernel = options.kernel or _kernel_of(stored)
+    kernel = options.kernel or kernel_name(stored) or "python3"
     try:
         fresh = await _execute(path, _prepared(stored), kernel, options, pool)
     except NbcdError as exc:
@@ -379,9 +379,3 @@ def _unexpected_errors(fresh: NotebookNode, failure: CellFailure | None) -> list
 
 def _error_mismatch(index: int, ename: object, evalue: object, trace: str = "") -> Mismatch:
     return Mismatch(index, "error", f"cell raised {ename}: {evalue}", trace)
-
-
-def _kernel_of(nb: NotebookNode) -> str:
-    spec = nb.get("metadata", {}).get("kernelspec", {})
-    name = spec.get("name") if isinstance(spec, dict) else None
-    return name if isinstance(name, str) and name else "python3"
