@@ -35,16 +35,11 @@ def environment_fingerprint() -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def declared_inputs(
-    notebook: Path, nb_metadata: dict[str, Any], extra: tuple[str, ...]
-) -> list[Path]:
+def declared_inputs(notebook: Path, nb_metadata: dict[str, Any]) -> list[Path]:
     """Input files a notebook declares (metadata nbcd.inputs, globs relative to its folder)."""
-    patterns = list(extra)
-    declared = (
-        nb_metadata.get("nbcd", {}).get("inputs", []) if isinstance(nb_metadata, dict) else []
-    )
-    if isinstance(declared, list):
-        patterns += [p for p in declared if isinstance(p, str)]
+    section = nb_metadata.get("nbcd")
+    declared = section.get("inputs", []) if isinstance(section, dict) else []
+    patterns = [p for p in declared if isinstance(p, str)] if isinstance(declared, list) else []
     found: list[Path] = []
     for pattern in patterns:
         matches = sorted(glob.glob(str(notebook.parent / pattern), recursive=True))

@@ -55,7 +55,6 @@ class TestOptions:
     use_cache: bool = True
     cache_dir: Path | None = None
     forked: bool = True  # start kernels from a warm fork server when the kernel allows it
-    inputs: tuple[str, ...] = ()  # input files every notebook depends on (globs)
 
     def cache_options(self) -> dict[str, Any]:
         """The options that can change a verdict, as part of the cache key."""
@@ -249,7 +248,7 @@ def _check(path: Path, options: TestOptions, cache: PassCache | None) -> Noteboo
         key = ""
         if cache is not None:
             # the key needs only the bytes and the metadata: a hit skips nbformat's validation
-            inputs = declared_inputs(path, _metadata_of(raw), options.inputs)
+            inputs = declared_inputs(path, _metadata_of(raw))
             key = notebook_key(path, raw, options=options.cache_options(), inputs=inputs)
             if cache.hit(key) is not None:
                 return NotebookOutcome(path, "cached", time.perf_counter() - started, "unchanged")
