@@ -79,6 +79,12 @@ class _Run:
     models: list[str] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     site: Path | None = None
+    # read once per pipeline: the report is rendered twice and git costs four subprocesses
+    environment: dict[str, str] = field(default_factory=environment_info)
+    git: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.git = git_revision(self.config.root)
 
     def summary(self) -> Summary:
         root = self.config.root
@@ -92,8 +98,8 @@ class _Run:
             tests=self.tests,
             runs=self.runs,
             models=self.models,
-            environment=environment_info(),
-            git=git_revision(root),
+            environment=self.environment,
+            git=self.git,
         )
 
 
