@@ -31,7 +31,7 @@ from pathlib import Path
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
-from nbcd.kernels import KernelPool
+from nbcd.execute.kernels import KernelPool
 
 
 @dataclass

@@ -147,10 +147,10 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(model: Path, workers: int, *, access_log: bool) -> Iterator[str]:
-    """`nbcd.serve.serve` in a subprocess; yields its URL once /ping answers."""
+    """`nbcd.serve.app.serve` in a subprocess; yields its URL once /ping answers."""
     port = _free_port()
     code = (
-        "from pathlib import Path; from nbcd.serve import serve; "
+        "from pathlib import Path; from nbcd.serve.app import serve; "
         f"serve(Path({str(model)!r}), port={port}, workers={workers}, access_log={access_log})"
     )
     with tempfile.NamedTemporaryFile(prefix="nbcd-serve-", suffix=".log") as log:

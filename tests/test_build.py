@@ -16,9 +16,9 @@ from sklearn.cluster import KMeans
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-import nbcd.build
-import nbcd.lock
-from nbcd.build import build_context, default_tag, docker_available
+import nbcd.build.context
+import nbcd.build.lock
+from nbcd.build.context import build_context, default_tag, docker_available
 from nbcd.config import load_config
 from nbcd.errors import ModelError, UsageError
 from nbcd.model import save_model
@@ -303,7 +303,7 @@ def test_a_failed_rebuild_leaves_the_previous_context_untouched(
     def broken(**_: object) -> str:
         raise OSError("disk full")
 
-    monkeypatch.setattr(nbcd.build, "render_dockerfile", broken)
+    monkeypatch.setattr(nbcd.build.context, "render_dockerfile", broken)
     with pytest.raises(UsageError, match=r"cannot assemble the build context.*disk full"):
         build_context(load_config(plain), wheel=False, docker=False)
 
@@ -335,8 +335,8 @@ def test_an_nbcd_from_a_source_folder_ships_as_a_wheel_built_once(
         cache.mkdir(parents=True)
         (cache / f"nbcd-{NBCD_VERSION}-py3-none-any.whl").write_bytes(b"wheel")
 
-    monkeypatch.setattr(nbcd.lock, "_nbcd_source", lambda: (source, None))
-    monkeypatch.setattr(nbcd.lock, "_pip_wheel", pip_wheel)
+    monkeypatch.setattr(nbcd.build.lock, "_nbcd_source", lambda: (source, None))
+    monkeypatch.setattr(nbcd.build.lock, "_pip_wheel", pip_wheel)
 
     first = build_context(load_config(plain), docker=False)
     second = build_context(load_config(plain), docker=False)
@@ -355,7 +355,7 @@ def test_an_nbcd_from_a_source_folder_ships_as_a_wheel_built_once(
 
 @pytest.mark.slow
 def test_the_installed_nbcd_builds_into_a_real_wheel(plain: Path) -> None:
-    source, _ = nbcd.lock._nbcd_source()
+    source, _ = nbcd.build.lock._nbcd_source()
     if source is None:
         pytest.skip("nbcd is not installed from a source folder")
     had_build_folder = (source / "build").exists()

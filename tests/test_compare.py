@@ -14,7 +14,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from PIL import Image, ImageDraw
 
-from nbcd.compare import (
+from nbcd.errors import UsageError
+from nbcd.testing.compare import (
     CompareOptions,
     Mismatch,
     coalesce_streams,
@@ -23,7 +24,6 @@ from nbcd.compare import (
     load_sanitizers,
     unexpected_error,
 )
-from nbcd.errors import UsageError
 
 DEFAULT = CompareOptions()
 LAX = CompareOptions(lax=True)

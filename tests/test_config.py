@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from nbcd.config import load_config
+from nbcd.discover import find_notebooks
 from nbcd.errors import ConfigError
 
 
@@ -46,11 +47,11 @@ rtol = 1e-3
     assert config.root == tmp_path
     assert config.timeout == 30.0
     assert config.build_dir == tmp_path / "out"
-    assert config.test.rtol == 1e-3
+    assert config.test["rtol"] == 1e-3
     run = config.run_for(tmp_path / "notebooks" / "a.ipynb")
     assert run is not None and run.parameters == {"k": 3}
     assert run.artifacts == ((tmp_path / "out" / "model.json").resolve(),)
-    assert config.notebook_paths() == [(tmp_path / "notebooks" / "a.ipynb").resolve()]
+    assert find_notebooks(config) == [(tmp_path / "notebooks" / "a.ipynb").resolve()]
 
 
 @pytest.mark.parametrize(
@@ -73,7 +74,7 @@ def test_config_mistakes_are_named(tmp_path: Path, body: str, message: str) -> N
 
 def test_report_settings(tmp_path: Path) -> None:
     write_project(tmp_path, "[tool.nbcd]\n[tool.nbcd.report]\nexclude_input = true\n")
-    assert load_config(tmp_path).report.exclude_input is True
+    assert load_config(tmp_path).report["exclude_input"] is True
     write_project(tmp_path, "[tool.nbcd]\n[tool.nbcd.report]\nhide = true\n")
     with pytest.raises(ConfigError, match="unknown key 'hide'"):
         load_config(tmp_path)

@@ -19,9 +19,9 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-from nbcd import forkserver, kernels
-from nbcd.errors import KernelError
-from nbcd.kernels import KernelHandle, KernelPool, _is_forkable
+from nbcd.errors import KernelError, KernelNotFoundError
+from nbcd.execute import forkserver, kernels
+from nbcd.execute.kernels import KernelHandle, KernelPool, _is_forkable
 
 pytestmark = pytest.mark.e2e
 
@@ -146,7 +146,7 @@ def test_when_acquire_is_cancelled_then_nothing_leaks(tmp_path: Path) -> None:
 def test_when_pool_process_is_interrupted_or_killed_then_kernels_die(signum: int) -> None:
     script = textwrap.dedent("""
         import asyncio, psutil
-        from nbcd.kernels import KernelPool
+        from nbcd.execute.kernels import KernelPool
 
         async def main():
             async with KernelPool(2) as pool:
@@ -202,7 +202,7 @@ def test_when_cwd_or_kernel_missing_then_kernel_error(tmp_path: Path) -> None:
             await pool.acquire(tmp_path / "missing")
 
     run_with_pool(body, prestart=False)
-    with pytest.raises(KernelError, match="no kernel named"):
+    with pytest.raises(KernelNotFoundError, match="no kernel named"):
         run_with_pool(body, kernel_name="no-such-kernel")
 
 

@@ -10,7 +10,6 @@ import nbformat.v4 as v4
 import pytest
 from nbformat import NotebookNode
 
-from nbcd import lint
 from nbcd.errors import UsageError
 from nbcd.lint import (
     Finding,
@@ -20,11 +19,14 @@ from nbcd.lint import (
     format_json,
     format_text,
     lint_paths,
+    tools,
 )
+from nbcd.lint.dockerfile import dockerfile_copy_sources
+from nbcd.lint.tools import find_tool
 
 NO_TOOLS = LintOptions(use_ruff=False, use_hadolint=False)
 needs_hadolint = pytest.mark.skipif(
-    lint._find_tool("hadolint") is None, reason="hadolint is not installed"
+    find_tool("hadolint") is None, reason="hadolint is not installed"
 )
 
 
@@ -147,7 +149,7 @@ def test_when_notebook_is_nbformat_3_then_only_the_format_is_reported(project: P
 def test_when_ruff_is_missing_then_one_warning_says_so(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lint, "_find_tool", lambda name: None)
+    monkeypatch.setattr(tools, "find_tool", lambda name: None)
     write(project / "a.ipynb", notebook(v4.new_code_cell("x = 1")))
     write(project / "b.ipynb", notebook(v4.new_code_cell("y = 1")))
     report = lint_paths([project], LintOptions(use_hadolint=False), project)
@@ -265,7 +267,7 @@ def test_dockerfile_copy_sources_are_context_paths_with_their_first_line() -> No
         "COPY <<EOF /app/config.ini\n"
         "RUN echo done\n"
     )
-    assert list(lint.dockerfile_copy_sources(text)) == [(3, "src/"), (3, "README.md"), (5, "model")]
+    assert list(dockerfile_copy_sources(text)) == [(3, "src/"), (3, "README.md"), (5, "model")]
 
 
 @needs_hadolint
@@ -290,7 +292,7 @@ def test_when_dockerfile_is_clean_then_hadolint_is_quiet(project: Path) -> None:
 def test_when_hadolint_is_missing_then_one_warning_says_so(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lint, "_find_tool", lambda name: None)
+    monkeypatch.setattr(tools, "find_tool", lambda name: None)
     (project / "Dockerfile").write_text("FROM python:3.11-slim\n")
     [finding] = lint_paths([project], LintOptions(use_ruff=False), project).findings
     assert (finding.code, finding.source, finding.path) == ("NB901", "hadolint", "Dockerfile")

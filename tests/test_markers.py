@@ -8,7 +8,7 @@ import pytest
 from nbformat.v4 import new_code_cell
 
 from nbcd.errors import UsageError
-from nbcd.markers import CellMarkers, cell_markers, should_compare
+from nbcd.testing.markers import CellMarkers, cell_markers, should_compare
 
 
 def cell(source: str = "x = 1", tags: Any = None, **metadata: Any) -> Any:

@@ -24,8 +24,8 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_notebook, new_output
 from traitlets.config import Config
 
-from nbcd.compare import CompareOptions, Mismatch, compare_notebook, load_sanitizers
-from nbcd.markers import SKIP_EXECUTION_TAG, cell_markers
+from nbcd.testing.compare import CompareOptions, Mismatch, compare_notebook, load_sanitizers
+from nbcd.testing.markers import SKIP_EXECUTION_TAG, cell_markers
 from tests.conftest import build_notebook
 
 pytestmark = pytest.mark.slow

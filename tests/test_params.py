@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nbcd.errors import ParameterError
-from nbcd.params import (
+from nbcd.execute.params import (
     declared_parameters,
     inject_parameters,
     load_parameters_file,

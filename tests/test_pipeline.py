@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbcd.scaffold import init_project
+from nbcd.scaffold.project import init_project
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.e2e

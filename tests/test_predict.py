@@ -1,4 +1,4 @@
-"""Tests for nbcd.predict: the scoring engine and batch scoring of CSV files."""
+"""Tests for nbcd.serve.predict: the scoring engine and batch scoring of CSV files."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sklearn.preprocessing import MinMaxScaler, Normalizer, StandardScaler
 
 from nbcd.errors import ModelError, UsageError
 from nbcd.model import load_model, save_model
-from nbcd.predict import MAX_FAILURES, PredictProgress, Scorer, predict_file
+from nbcd.serve.predict import MAX_FAILURES, PredictProgress, Scorer, predict_file
 from tests.conftest import SHARED_DATA
 
 FEATURES = ["a", "b", "c", "d"]

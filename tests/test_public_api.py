@@ -13,14 +13,35 @@ from nbcd import errors
 def test_public_names_are_pinned_and_sorted() -> None:
     assert nbcd.__all__ == sorted(nbcd.__all__)
     assert nbcd.__all__ == [
+        "BuildResult",
         "CellFailure",
         "Config",
         "ExecutionResult",
+        "LintOptions",
+        "LintReport",
+        "ModelArtifact",
         "NbcdError",
+        "PipelineOptions",
+        "PipelineResult",
+        "PredictResult",
         "RunResult",
+        "ScaffoldResult",
+        "SiteResult",
+        "TestOptions",
+        "TestReport",
+        "build_context",
+        "build_site",
+        "create_app",
         "execute_notebook",
+        "init_project",
+        "lint_paths",
         "load_config",
+        "load_model",
+        "predict_file",
         "run_notebook",
+        "run_pipeline",
+        "run_tests",
+        "save_model",
     ]
     for name in nbcd.__all__:
         assert getattr(nbcd, name) is not None

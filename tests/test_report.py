@@ -13,10 +13,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from nbcd import report
 from nbcd.errors import UsageError
-from nbcd.report import SiteResult, build_site
-from nbcd.summary import (
+from nbcd.pipeline.summary import (
     NotebookSummary,
     RunSummary,
     StageSummary,
@@ -24,6 +22,8 @@ from nbcd.summary import (
     read_summary,
     write_summary,
 )
+from nbcd.report import site as report
+from nbcd.report.site import SiteResult, build_site
 
 EVIL = "<script>alert('x')</script>"
 # a valid 1x1 PNG, enough for nbconvert to embed as an image

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from nbcd.report import SiteResult, build_site
+from nbcd.report.site import SiteResult, build_site
 from tests.test_report import make_project
 
 REPO = Path(__file__).resolve().parents[1]

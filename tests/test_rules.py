@@ -10,7 +10,8 @@ import nbformat.v4 as v4
 import pytest
 from nbformat import NotebookNode
 
-from nbcd.rules import RULES, LintOptions, fix_notebook, is_selected, run_rules
+from nbcd.lint.findings import LintOptions, is_selected
+from nbcd.lint.rules import RULES, fix_notebook, run_rules
 
 SECTIONS = ("Collect", "Explore", "Model", "Conclude")
 OPTIONS = LintOptions(required_sections=SECTIONS)

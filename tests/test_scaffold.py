@@ -10,13 +10,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbcd.build import build_context
+from nbcd.build.context import build_context
 from nbcd.config import load_config
+from nbcd.discover import find_notebooks
 from nbcd.errors import UsageError
-from nbcd.lint import format_text, lint_paths
-from nbcd.rules import LintOptions
-from nbcd.run import run_notebook
-from nbcd.scaffold import init_project, package_name, starter_notebook
+from nbcd.execute.run import run_notebook
+from nbcd.lint import LintOptions, format_text, lint_paths
+from nbcd.scaffold.project import init_project, package_name, starter_notebook
 from tests.conftest import run_cli
 
 SECTIONS = ("Collect", "Explore", "Model", "Conclude")
@@ -59,11 +59,11 @@ def test_pyproject_configures_nbcd_for_the_starter(tmp_path: Path) -> None:
     config = load_config(root)
 
     assert 'name = "wine-demo"' in (root / "pyproject.toml").read_text()
-    assert config.lint.required_sections == SECTIONS
+    assert config.lint["required_sections"] == SECTIONS
     (run,) = config.runs
     assert run.notebook == root / "notebooks" / "wine_demo.ipynb"
     assert root / "build" / "model" / "model.json" in run.artifacts
-    assert config.notebook_paths() == [run.notebook]
+    assert find_notebooks(config) == [run.notebook]
 
 
 def test_requirements_are_pinned_to_the_installed_versions(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for nbcd.serve: the SageMaker-style endpoint, in process and as a real uvicorn server."""
+"""nbcd.serve.app: the SageMaker-style endpoint, in process and as a real uvicorn server."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from sklearn.preprocessing import MinMaxScaler
 
 from nbcd.errors import ModelError, UsageError
 from nbcd.model import save_model
-from nbcd.predict import Scorer
-from nbcd.serve import MAX_BODY_BYTES, MODEL_ENV, TOKEN_ENV, app_from_env, create_app, serve
+from nbcd.serve.app import MAX_BODY_BYTES, MODEL_ENV, TOKEN_ENV, app_from_env, create_app, serve
+from nbcd.serve.predict import Scorer
 
 with warnings.catch_warnings():
     # Starlette asks for the httpx2 package and warns when it finds plain httpx.
@@ -402,10 +402,10 @@ def _free_port() -> int:
 def running_server(
     model_dir: Path, log: Path, *, workers: int = 1, token: str | None = None
 ) -> Iterator[Server]:
-    """Start nbcd.serve.serve in a fresh interpreter and wait until /ping answers."""
+    """Start nbcd.serve.app.serve in a fresh interpreter and wait until /ping answers."""
     port = _free_port()
     code = (
-        "from pathlib import Path; from nbcd.serve import serve; "
+        "from pathlib import Path; from nbcd.serve.app import serve; "
         f"serve(Path({str(model_dir)!r}), port={port}, workers={workers}, token={token!r})"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}

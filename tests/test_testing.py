@@ -9,9 +9,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from nbcd import cache as cache_module
-from nbcd.compare import CompareOptions
-from nbcd.testing import TestOptions, TestReport, run_tests
+from nbcd.testing import cache as cache_module
+from nbcd.testing.runner import TestOptions, TestReport, run_tests
 from tests.conftest import NotebookFactory, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -73,13 +72,12 @@ def test_ignore_output_marker_and_lax_mode(make_notebook: NotebookFactory, tmp_p
     assert check([nb], tmp_path).outcomes[0].status == "passed"
     set_output(nb, 2, "changed\n")
     assert check([nb], tmp_path).outcomes[0].status == "failed"
-    lax = CompareOptions(lax=True)
-    assert check([nb], tmp_path, compare=lax).outcomes[0].status == "passed"
+    assert check([nb], tmp_path, lax=True).outcomes[0].status == "passed"
 
 
 def test_lax_still_fails_on_errors(make_notebook: NotebookFactory, tmp_path: Path) -> None:
     nb = make_notebook("x = 1", "raise ValueError('boom')")
-    report = check([nb], tmp_path, compare=CompareOptions(lax=True))
+    report = check([nb], tmp_path, lax=True)
     assert report.outcomes[0].status == "failed"
     assert "ValueError: boom" in report.outcomes[0].message
 
@@ -100,7 +98,7 @@ def test_skip_marker_and_skip_execution_tag(make_notebook: NotebookFactory, tmp_
         ("1/0", ["nbval-skip"]),
         "print('ran')",
     )
-    report = check([nb], tmp_path, compare=CompareOptions(lax=True))
+    report = check([nb], tmp_path, lax=True)
     assert report.outcomes[0].status == "passed"
 
 
@@ -121,8 +119,7 @@ def test_tolerance_accepts_small_numeric_drift(
     nb = executed(make_notebook("print(0.5)"))
     set_output(nb, 1, "0.5004\n")
     assert check([nb], tmp_path).outcomes[0].status == "failed"
-    loose = CompareOptions(rtol=1e-3)
-    assert check([nb], tmp_path, compare=loose).outcomes[0].status == "passed"
+    assert check([nb], tmp_path, rtol=1e-3).outcomes[0].status == "passed"
 
 
 def test_dead_kernel_is_reported_and_others_go_on(
@@ -132,7 +129,7 @@ def test_dead_kernel_is_reported_and_others_go_on(
     fine = executed(make_notebook("print('fine')", name="fine.ipynb"))
     report = check([dies, fine], tmp_path)
     assert [o.status for o in report.outcomes] == ["error", "passed"]
-    assert "cell 3 killed the kernel" in report.outcomes[0].message
+    assert "cell 3: the kernel died" in report.outcomes[0].message
     assert report.exit_code == 3
 
 
@@ -156,8 +153,8 @@ def test_unrun_forked_and_plain_kernels_agree(
     make_notebook: NotebookFactory, tmp_path: Path
 ) -> None:
     nb = executed(make_notebook("import os\nprint(os.path.basename(os.getcwd()))"))
-    forked = check([nb], tmp_path, forked=True, use_cache=False)
-    plain = check([nb], tmp_path, forked=False, use_cache=False)
+    forked = check([nb], tmp_path, fork=True, cache=False)
+    plain = check([nb], tmp_path, fork=False, cache=False)
     assert forked.outcomes[0].status == plain.outcomes[0].status == "passed"
 
 
@@ -179,7 +176,7 @@ class TestCache:
     def test_unchanged_notebook_is_cached(self, notebook: Path, tmp_path: Path) -> None:
         assert self.statuses(notebook, tmp_path) == "passed"
         assert self.statuses(notebook, tmp_path) == "cached"
-        assert self.statuses(notebook, tmp_path, use_cache=False) == "passed"
+        assert self.statuses(notebook, tmp_path, cache=False) == "passed"
 
     def test_edited_code_reruns(self, notebook: Path, tmp_path: Path) -> None:
         self.statuses(notebook, tmp_path)

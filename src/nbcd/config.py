@@ -6,13 +6,14 @@ notebook or cell.
 
 from __future__ import annotations
 
-import glob
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from nbcd.errors import ConfigError
+from nbcd.options import parse_table
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,36 +33,6 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
-class TestSettings:
-    """Defaults of `nbcd test`."""
-
-    mode: str = "compare"
-    lax: bool = False
-    rtol: float = 0.0
-    atol: float = 0.0
-    sanitize_with: Path | None = None
-    compare_images: bool = False
-    jobs: int | None = None
-    cache: bool = True
-
-
-@dataclass(frozen=True)
-class LintSettings:
-    """Defaults of `nbcd lint`."""
-
-    ignore: tuple[str, ...] = ()
-    required_sections: tuple[str, ...] = ()
-    max_output_bytes: int = 100_000
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    """Defaults of `nbcd report`."""
-
-    exclude_input: bool = False  # hide code cells in the rendered notebooks
-
-
-@dataclass(frozen=True)
 class Config:
     """A project's nbcd settings, with every path absolute."""
 
@@ -72,9 +43,10 @@ class Config:
     kernel: str = "python3"
     html: bool = True
     runs: tuple[RunSpec, ...] = ()
-    test: TestSettings = field(default_factory=TestSettings)
-    lint: LintSettings = field(default_factory=LintSettings)
-    report: ReportSettings = field(default_factory=ReportSettings)
+    # each stage's table, checked against its options dataclass: {field name: value}
+    test: Mapping[str, Any] = field(default_factory=dict)
+    lint: Mapping[str, Any] = field(default_factory=dict)
+    report: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
     project: dict[str, Any] = field(default_factory=dict)  # pyproject's [project] table
 
@@ -93,16 +65,6 @@ class Config:
     def html_out(self) -> Path:
         """Where HTML renderings of executed notebooks are written."""
         return self.build_dir / "html"
-
-    def notebook_paths(self) -> list[Path]:
-        """The project's notebooks, from the configured globs, sorted, checkpoints excluded."""
-        found: dict[Path, None] = {}
-        for pattern in self.notebooks:
-            for name in sorted(glob.glob(str(self.root / pattern), recursive=True)):
-                path = Path(name)
-                if ".ipynb_checkpoints" not in path.parts and path.suffix == ".ipynb":
-                    found[path.resolve()] = None
-        return list(found)
 
     def run_for(self, notebook: Path) -> RunSpec | None:
         """The configured run of a notebook, if there is one."""
@@ -176,9 +138,10 @@ def _parse(table: dict[str, Any], root: Path, source: Path) -> Config:
         kernel=_get(table, "kernel", str, where, "python3"),
         html=_get(table, "html", bool, where, True),
         runs=tuple(runs),
-        test=_parse_test(_get(table, "test", dict, where, {}), root, f"{where}.test"),
-        lint=_parse_lint(_get(table, "lint", dict, where, {}), f"{where}.lint"),
-        report=_parse_report(_get(table, "report", dict, where, {}), f"{where}.report"),
+        **{
+            stage: parse_table(cls, _get(table, stage, dict, where, {}), f"{where}.{stage}", root)
+            for stage, cls in _stage_options().items()
+        },
         source=source,
     )
 
@@ -198,39 +161,13 @@ def _parse_run(entry: Any, root: Path, where: str) -> RunSpec:
     )
 
 
-def _parse_test(table: dict[str, Any], root: Path, where: str) -> TestSettings:
-    _reject_unknown(table, set(TestSettings.__dataclass_fields__), where)
-    mode = _get(table, "mode", str, where, "compare")
-    if mode not in ("compare", "run"):
-        raise ConfigError(f'{where}: \'mode\' must be "compare" or "run", not {mode!r}')
-    sanitize = table.get("sanitize_with")
-    jobs = table.get("jobs")
-    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
-        raise ConfigError(f"{where}: 'jobs' must be a positive integer")
-    return TestSettings(
-        mode=mode,
-        lax=_get(table, "lax", bool, where, False),
-        rtol=float(_get(table, "rtol", (int, float), where, 0.0)),
-        atol=float(_get(table, "atol", (int, float), where, 0.0)),
-        sanitize_with=(root / str(sanitize)) if sanitize else None,
-        compare_images=_get(table, "compare_images", bool, where, False),
-        jobs=jobs,
-        cache=_get(table, "cache", bool, where, True),
-    )
+def _stage_options() -> dict[str, type]:
+    """The options dataclass of each stage that has a [tool.nbcd.<stage>] table."""
+    from nbcd.lint.findings import LintOptions
+    from nbcd.report.options import ReportOptions
+    from nbcd.testing.options import TestOptions
 
-
-def _parse_lint(table: dict[str, Any], where: str) -> LintSettings:
-    _reject_unknown(table, set(LintSettings.__dataclass_fields__), where)
-    return LintSettings(
-        ignore=tuple(_get(table, "ignore", list, where, [])),
-        required_sections=tuple(_get(table, "required_sections", list, where, [])),
-        max_output_bytes=_get(table, "max_output_bytes", int, where, 100_000),
-    )
-
-
-def _parse_report(table: dict[str, Any], where: str) -> ReportSettings:
-    _reject_unknown(table, set(ReportSettings.__dataclass_fields__), where)
-    return ReportSettings(exclude_input=_get(table, "exclude_input", bool, where, False))
+    return {"test": TestOptions, "lint": LintOptions, "report": ReportOptions}
 
 
 def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:

@@ -1,23 +1,28 @@
-"""The one exception tree of nbcd.
+"""The one exception tree of nbcd, and the one mapping from an outcome to an exit code.
 
 Every error a user can cause is an ``NbcdError``; the CLI prints it as one line and exits
-with its ``exit_code``. Nothing else should escape to the user as a traceback.
+with its ``exit_code``. Nothing else should escape to the user as a traceback. Failures found
+while executing notebooks are these classes too (``CellFailure.error()`` makes them), so the
+test stage, the run stage and `nbcd ci` agree on every exit code through :func:`exit_code_of`.
 
     NbcdError                     (root; exit_code 1)
     ├── UsageError                exit 2: a flag, argument or parameter value is wrong
-    │   └── ParameterError        a -p/-f value that cannot be parsed or injected
+    │   ├── ParameterError        a -p/-f value that cannot be parsed or injected
+    │   └── KernelNotFoundError   no kernel of that name is installed
     ├── ConfigError               exit 2: [tool.nbcd] in pyproject.toml is invalid
     ├── NotebookError             exit 2: a notebook is missing, not JSON, not nbformat 4
     ├── ModelError                exit 2: a model artifact is missing, invalid or untrusted
     ├── CheckFailed               exit 1: a check found a problem (test failure, lint finding)
     │   └── CellError             a cell raised an exception it was not expected to raise
     └── ExecutionError            exit 3: a notebook could not be executed
-        ├── KernelError           the kernel could not start (unknown kernel, crashed at start)
+        ├── KernelError           an installed kernel could not start (crashed at start)
         ├── KernelDiedError       the kernel died while running a cell
         └── CellTimeoutError      a cell ran longer than its timeout (also a TimeoutError)
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 __all__ = [
     "CellError",
@@ -27,11 +32,14 @@ __all__ = [
     "ExecutionError",
     "KernelDiedError",
     "KernelError",
+    "KernelNotFoundError",
     "ModelError",
     "NbcdError",
     "NotebookError",
     "ParameterError",
     "UsageError",
+    "exit_code_of",
+    "worst_exit_code",
 ]
 
 EXIT_OK = 0
@@ -54,6 +62,17 @@ class UsageError(NbcdError):
 
 class ParameterError(UsageError, ValueError):
     """A notebook parameter could not be parsed or injected."""
+
+
+class KernelNotFoundError(UsageError):
+    """No kernel of the requested name is installed: a usage error wherever it is met."""
+
+    def __init__(self, kernel_name: str) -> None:
+        super().__init__(
+            f"no kernel named {kernel_name!r} is installed; "
+            "list them with `jupyter kernelspec list` or pass --kernel"
+        )
+        self.kernel_name = kernel_name
 
 
 class ConfigError(NbcdError):
@@ -81,26 +100,7 @@ class CheckFailed(NbcdError):
 
 
 class CellError(CheckFailed):
-    """A cell raised an exception while the notebook ran."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        notebook: str,
-        cell_index: int,
-        source: str,
-        ename: str,
-        evalue: str,
-        traceback: list[str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.notebook = notebook
-        self.cell_index = cell_index
-        self.source = source
-        self.ename = ename
-        self.evalue = evalue
-        self.traceback = traceback or []
+    """A cell raised an exception it was not expected to raise."""
 
 
 class ExecutionError(NbcdError):
@@ -119,3 +119,23 @@ class KernelDiedError(ExecutionError):
 
 class CellTimeoutError(ExecutionError, TimeoutError):
     """A cell ran for longer than its timeout allows."""
+
+
+def exit_code_of(error: BaseException | None) -> int:
+    """The exit code of an outcome: 0 without an error, else the error's (OSError: usage)."""
+    if error is None:
+        return EXIT_OK
+    if isinstance(error, NbcdError):
+        return error.exit_code
+    if isinstance(error, OSError):
+        return EXIT_USAGE  # a path the user gave cannot be read or written
+    return EXIT_CHECK_FAILED
+
+
+def worst_exit_code(codes: Iterable[int]) -> int:
+    """The exit code of many outcomes: usage beats execution beats a failed check beats ok."""
+    found = set(codes)
+    for code in (EXIT_USAGE, EXIT_EXECUTION, EXIT_CHECK_FAILED):
+        if code in found:
+            return code
+    return EXIT_OK

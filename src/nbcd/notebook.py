@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,12 +68,6 @@ def write_notebook(nb: NotebookNode, path: Path) -> None:
     import nbformat
 
     atomic_write_text(path, nbformat.writes(nb) + "\n")
-
-
-def content_hash(data: Any) -> str:
-    """A stable sha256 of JSON-serialisable data (sorted keys)."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def source_excerpt(source: str, lines: int = 3, width: int = 100) -> str:

@@ -11,50 +11,39 @@ from typing import Any
 
 import pytest
 
-from nbcd.config import load_config
+from nbcd.config import Config, load_config
+from nbcd.discover import is_notebook
+from nbcd.options import add_pytest_options, values_from_pytest
+from nbcd.testing.options import TestOptions
 
 __all__ = ["NotebookFile", "NotebookItem"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Register --nbcd and its --nbcd-* options."""
+    """Register --nbcd and one --nbcd-* option per field of TestOptions."""
     group = parser.getgroup("nbcd", "notebook checks with nbcd")
     group.addoption("--nbcd", action="store_true", help="Collect and check .ipynb files.")
-    group.addoption(
-        "--nbcd-mode",
-        choices=["compare", "run"],
-        default=None,
-        help="compare stored outputs (default) or only run the cells.",
-    )
-    group.addoption(
-        "--nbcd-lax",
-        action="store_true",
-        default=None,
-        help="Compare only cells marked check-output.",
-    )
-    group.addoption("--nbcd-sanitize-with", default=None, help="nbval sanitizer file.")
-    group.addoption("--nbcd-rtol", type=float, default=None, help="Relative tolerance.")
-    group.addoption("--nbcd-atol", type=float, default=None, help="Absolute tolerance.")
-    group.addoption(
-        "--nbcd-compare-images",
-        action="store_true",
-        default=None,
-        help="Compare image outputs by perceptual similarity.",
-    )
-    group.addoption("--nbcd-jobs", type=int, default=None, help="Notebooks at once.")
-    group.addoption("--nbcd-no-cache", action="store_true", help="Run unchanged notebooks too.")
-    group.addoption("--nbcd-timeout", type=float, default=None, help="Seconds per cell.")
-    group.addoption("--nbcd-kernel", default=None, help="Kernel for every notebook.")
+    add_pytest_options(group, TestOptions)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    """Collect notebooks when --nbcd is on (checkpoints excluded)."""
-    if not parent.config.getoption("nbcd"):
+    """Collect notebooks when --nbcd is on, by the rule every nbcd command uses."""
+    if not parent.config.getoption("nbcd") or file_path.suffix != ".ipynb":
         return None
-    if file_path.suffix == ".ipynb" and ".ipynb_checkpoints" not in file_path.parts:
-        collector: NotebookFile = NotebookFile.from_parent(parent, path=file_path)
-        return collector
-    return None
+    if not is_notebook(file_path, _project(parent.config)):
+        return None
+    collector: NotebookFile = NotebookFile.from_parent(parent, path=file_path)
+    return collector
+
+
+_PROJECT_KEY = pytest.StashKey[Config]()
+
+
+def _project(config: pytest.Config) -> Config:
+    """The nbcd project of this pytest run (read once)."""
+    if _PROJECT_KEY not in config.stash:
+        config.stash[_PROJECT_KEY] = load_config(config.rootpath)
+    return config.stash[_PROJECT_KEY]
 
 
 class NotebookFile(pytest.File):
@@ -95,28 +84,15 @@ _OUTCOMES_KEY = pytest.StashKey[dict[Path, Any]]()
 
 
 def _batch_outcomes(session: pytest.Session) -> dict[Path, Any]:
-    from nbcd.testing import run_tests, test_options_from
+    from nbcd.testing.options import test_options
+    from nbcd.testing.runner import run_tests
 
     stash = session.stash
     if _OUTCOMES_KEY in stash:
         return stash[_OUTCOMES_KEY]
-    config = session.config
     paths = [item.path.resolve() for item in session.items if isinstance(item, NotebookItem)]
-    project = load_config(paths[0] if paths else None)
-    sanitize = config.getoption("nbcd_sanitize_with")
-    options = test_options_from(
-        project,
-        mode=config.getoption("nbcd_mode"),
-        lax=config.getoption("nbcd_lax"),
-        sanitize_with=Path(sanitize) if sanitize else None,
-        rtol=config.getoption("nbcd_rtol"),
-        atol=config.getoption("nbcd_atol"),
-        compare_images=config.getoption("nbcd_compare_images"),
-        jobs=config.getoption("nbcd_jobs"),
-        use_cache=not config.getoption("nbcd_no_cache"),
-        timeout=config.getoption("nbcd_timeout"),
-        kernel=config.getoption("nbcd_kernel"),
-    )
+    project = _project(session.config)
+    options = test_options(project, values_from_pytest(session.config, TestOptions))
     report = run_tests(paths, options)
     stash[_OUTCOMES_KEY] = {o.path.resolve(): o for o in report.outcomes}
     return stash[_OUTCOMES_KEY]

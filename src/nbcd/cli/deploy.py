@@ -1,0 +1,148 @@
+"""`nbcd build`, `nbcd init`, `nbcd serve` and `nbcd predict`: shipping what notebooks made."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from nbcd.cli.group import cli
+from nbcd.config import load_config
+from nbcd.display import err, out, progress_bar
+from nbcd.notebook import display_path
+
+__all__ = ["build", "init", "predict", "serve_command"]
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Context folder [default: BUILD/docker].",
+)
+@click.option("--model", type=click.Path(path_type=Path), help="Model folder to ship.")
+@click.option("--tag", help="Image tag [default: NAME:VERSION].")
+@click.option("--require-docker", is_flag=True, help="Fail when no Docker daemon answers.")
+@click.option("--no-wheel", is_flag=True, help="Do not ship an nbcd wheel built from source.")
+@click.option("--no-docker", is_flag=True, help="Only assemble the context.")
+def build(
+    out_dir: Path | None,
+    model: Path | None,
+    tag: str | None,
+    require_docker: bool,
+    no_wheel: bool,
+    no_docker: bool,
+) -> None:
+    """Assemble the deployable context (Dockerfile, locked requirements, model, report)."""
+    from nbcd.build.context import build_context
+
+    config = load_config()
+    result = build_context(
+        config,
+        out_dir=out_dir,
+        model=model,
+        require_docker=require_docker,
+        tag=tag,
+        wheel=not no_wheel,
+        docker=not no_docker,
+    )
+    for finding in result.findings:
+        where = f"{finding.path}:{finding.line}" if finding.line else finding.path
+        err.print(f"{escape(where)}: {finding.code} {escape(finding.message)}")
+    style = "green" if result.ok else "red"
+    out.print(f"[{style}]{'ok' if result.ok else 'failed'}[/{style}] {escape(result.message)}")
+    out.print(f"  context  {display_path(result.context)}")
+    sys.exit(0 if result.ok else 1)
+
+
+@cli.command()
+@click.argument("target", required=False, default=".", type=click.Path(path_type=Path))
+@click.option("--name", help="Project name [default: the folder's name].")
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+@click.option("--no-execute", is_flag=True, help="Store the starter notebook without outputs.")
+@click.option("--kernel", default="python3", show_default=True, help="Kernel of the starter.")
+def init(target: Path, name: str | None, force: bool, no_execute: bool, kernel: str) -> None:
+    """Scaffold a new notebook project in TARGET (default: here)."""
+    from nbcd.scaffold.project import init_project
+
+    result = init_project(target, name=name, force=force, execute=not no_execute, kernel=kernel)
+    out.print(
+        f"[green]created[/green] {len(result.created)} files in {display_path(result.root)} "
+        f"({result.duration_s:.1f} s); next: cd {display_path(result.root)} && make all"
+    )
+
+
+@cli.command("serve")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--host",
+    envvar="NBCD_SERVE_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (env NBCD_SERVE_HOST; containers set 0.0.0.0).",
+)
+@click.option(
+    "--port",
+    envvar="SAGEMAKER_BIND_TO_PORT",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port (env SAGEMAKER_BIND_TO_PORT).",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--token", envvar="NBCD_SERVE_TOKEN", help="Bearer token for all but /ping.")
+@click.option("--no-access-log", is_flag=True, help="Do not log every request.")
+def serve_command(
+    model: Path | None, host: str, port: int, workers: int, token: str | None, no_access_log: bool
+) -> None:
+    """Serve MODEL (SageMaker contract: /ping, /invocations) [default: $SM_MODEL_DIR]."""
+    from nbcd.serve.app import serve
+
+    # SageMaker mounts the model at /opt/ml/model and says so in SM_MODEL_DIR
+    path = model or Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+    serve(path, host=host, port=port, workers=workers, token=token, access_log=not no_access_log)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("input_csv", metavar="INPUT.csv", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Scored CSV [default: INPUT.predictions.csv here].",
+)
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Rows read at once; bounds memory on large files.",
+)
+def predict(model: Path, input_csv: Path, output: Path | None, chunk_rows: int) -> None:
+    """Score every row of INPUT.csv with MODEL (batch transform), keeping id columns."""
+    from nbcd.serve.predict import PredictProgress, predict_file
+
+    target = output or Path(f"{input_csv.stem}.predictions.csv")
+    with progress_bar(input_csv.name) as progress:
+
+        def advance(p: PredictProgress) -> None:
+            if progress is not None:
+                progress(p.bytes_done, p.bytes_total)
+
+        result = predict_file(model, input_csv, target, chunk_rows=chunk_rows, on_progress=advance)
+    for line, reason in result.failures:
+        err.print(f"[yellow]skipped[/yellow] {escape(str(input_csv))}:{line}: {escape(reason)}")
+    if result.rows_failed > len(result.failures):
+        err.print(f"… and {result.rows_failed - len(result.failures)} more rows skipped")
+    style = "green" if result.rows_failed == 0 else "yellow"
+    out.print(
+        f"[{style}]scored[/{style}] {result.rows_scored} of {result.rows_in} rows "
+        f"in {result.duration:.1f} s -> {escape(display_path(result.output))}"
+    )
+    sys.exit(0 if result.rows_failed == 0 else 1)

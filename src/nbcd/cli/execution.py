@@ -1,0 +1,133 @@
+"""`nbcd run` and `nbcd test`: the commands that execute notebooks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+
+from nbcd.cli.group import cli
+from nbcd.config import load_config
+from nbcd.discover import find_notebooks
+from nbcd.display import err, out, print_outcome, progress_bar
+from nbcd.errors import exit_code_of
+from nbcd.notebook import display_path
+from nbcd.options import click_options
+from nbcd.testing.options import TestOptions
+
+__all__ = ["run", "test_command"]
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(path_type=Path))
+@click.option(
+    "-p",
+    "--parameter",
+    "params",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="Set a parameter; VALUE is typed by YAML rules (7, 0.5, true, null, [a, b]).",
+)
+@click.option(
+    "-f",
+    "--parameters-file",
+    "params_file",
+    type=click.Path(path_type=Path),
+    help="YAML file of parameters (applied before -p).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Where to write the executed notebook [default: BUILD/notebooks/NAME.ipynb].",
+)
+@click.option("--inplace", is_flag=True, help="Write the executed notebook over the input.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a cell may run [default: [tool.nbcd] timeout or 600].",
+)
+@click.option("--kernel", help="Kernel name [default: the notebook's kernelspec].")
+@click.option("--html/--no-html", default=None, help="Also write BUILD/html/NAME.html.")
+def run(
+    notebook: Path,
+    params: tuple[tuple[str, str], ...],
+    params_file: Path | None,
+    output: Path | None,
+    inplace: bool,
+    timeout: float | None,
+    kernel: str | None,
+    html: bool | None,
+) -> None:
+    """Execute NOTEBOOK in a fresh kernel with parameters and write the result."""
+    from nbcd.execute.params import load_parameters_file, parse_value
+    from nbcd.execute.run import run_notebook
+
+    parameters: dict[str, Any] = load_parameters_file(params_file) if params_file else {}
+    for name, raw in params:
+        if not name.isidentifier():
+            raise click.BadParameter(f"{name!r} is not a valid parameter name", param_hint="-p")
+        parameters[name] = parse_value(name, raw)
+    config = load_config(notebook.parent if notebook.parent.exists() else None)
+    with progress_bar(notebook.name, counts=True) as progress:
+        result = run_notebook(
+            config,
+            notebook,
+            parameters=parameters,
+            output=output,
+            inplace=inplace,
+            timeout=timeout,
+            kernel=kernel,
+            html=html,
+            on_progress=progress,
+        )
+    for name in result.undeclared:
+        where = (
+            "its parameters cell" if result.has_parameters_cell else "a cell tagged `parameters`"
+        )
+        err.print(
+            f"[yellow]warning[/yellow]: {escape(str(notebook))}: parameter {name!r} is "
+            f"not declared in {where}; it was injected anyway"
+        )
+    if result.error is not None:
+        err.print(f"[red]failed[/red]: {escape(str(result.error))}")
+        err.print(f"executed notebook (with the error) written to {display_path(result.output)}")
+        sys.exit(exit_code_of(result.error))
+    out.print(f"[green]ok[/green] {notebook} in {result.execution.duration_s:.1f} s")
+    out.print(f"  notebook  {display_path(result.output)}")
+    if result.html:
+        out.print(f"  html      {display_path(result.html)}")
+    for artifact in result.artifacts:
+        out.print(f"  artifact  {display_path(artifact)}")
+
+
+@cli.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click_options(TestOptions)
+@click.option("--junit-xml", type=click.Path(path_type=Path), help="Write a JUnit XML report.")
+def test_command(paths: tuple[Path, ...], junit_xml: Path | None, **given: Any) -> None:
+    """Execute notebooks in fresh kernels and check them (default: the project's notebooks)."""
+    from nbcd.testing.options import test_options
+    from nbcd.testing.runner import run_tests
+
+    config = load_config(paths[0] if paths and paths[0].exists() else None)
+    notebooks = find_notebooks(config, paths)
+    report = run_tests(notebooks, test_options(config, given), on_outcome=print_outcome)
+    if junit_xml is not None:
+        from nbcd.testing.junit import write_junit
+
+        write_junit(report, junit_xml, root=config.root)
+    parts = [
+        f"{report.count(s)} {s}" for s in ("passed", "failed", "error", "cached") if report.count(s)
+    ]
+    colour = "green" if report.ok else "red"
+    out.print(
+        f"[{colour}]{len(report.outcomes)} notebook{'s' * (len(report.outcomes) != 1)}: "
+        f"{', '.join(parts) or 'none'}"
+        f"[/{colour}] in {report.duration_s:.2f} s"
+    )
+    sys.exit(report.exit_code)

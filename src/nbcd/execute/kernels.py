@@ -1,0 +1,309 @@
+"""A pool of fresh IPython kernels, forked from a warm parent so each starts in milliseconds.
+
+A kernel started the usual way spends ~0.5 s importing IPython, and jupyter_client's ready
+check and graceful shutdown idle on top. Here a *fork server*, a process that has imported the
+kernel machinery once, forks a child per kernel that changes folder, takes its environment and
+runs a real ``IPKernelApp``: a process and a fresh interpreter per notebook, only the imports
+shared (the server lives in :mod:`nbcd.execute.forkserver`). An ordinary
+``AsyncKernelManager`` drives it (its provisioner asks the server instead of ``Popen``), so
+nbclient runs it unchanged::
+
+    async with KernelPool(2) as pool:
+        handle = await pool.acquire(path.parent)
+        client = NotebookClient(nb, km=handle.km)
+        client.kc = handle.kc
+        await client.async_execute()
+        await pool.release(handle)
+
+Without fork (no ``os.fork``, a kernelspec that is not this interpreter's ipykernel, or
+``forked=False``) kernels start the ordinary way, still without the idle waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+import zmq.asyncio
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.kernelspec import NoSuchKernel
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+
+from nbcd.errors import KernelError, KernelNotFoundError
+from nbcd.execute.forkserver import POLL_S, ForkProvisioner, ForkServer
+
+__all__ = ["KernelHandle", "KernelPool"]
+
+_log = logging.getLogger(__name__)
+
+_RECONNECT_MS = 5
+
+
+@dataclass(eq=False)
+class KernelHandle:
+    """A kernel ready to execute; give ``km`` and ``kc`` to nbclient."""
+
+    km: AsyncKernelManager
+    kc: AsyncKernelClient
+    cwd: Path
+    forked: bool
+    log_path: Path  # the kernel process's own stdout and stderr
+    startup_seconds: float = 0.0  # how long acquire() took
+
+    @property
+    def pid(self) -> int | None:
+        """The kernel's process id (also its process group)."""
+        pid: int | None = getattr(self.km.provisioner, "pid", None)
+        return pid
+
+    async def is_alive(self) -> bool:
+        """Whether the kernel process is still running."""
+        return bool(await self.km.is_alive())
+
+    def log_tail(self, limit: int = 2000) -> str:
+        """The end of what the kernel process wrote outside of its messages."""
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-limit:]
+        return ""
+
+
+def _is_forkable(argv: list[str]) -> bool:
+    """Whether a kernelspec runs `python -m ipykernel_launcher` with this interpreter."""
+    # jupyter_client replaces these names with sys.executable; other paths may be other venvs.
+    pythons = {"python", "python{}".format(*sys.version_info), sys.executable}
+    pythons.add("python{}.{}".format(*sys.version_info))
+    launch = argv[1:3] in (["-m", "ipykernel_launcher"], ["-m", "ipykernel"])
+    return hasattr(os, "fork") and bool(argv) and argv[0] in pythons and launch
+
+
+class KernelPool:
+    """Hand out fresh kernels, at most ``size`` at once, and kill them on release.
+
+    With ``prestart``, each acquire() starts one spare kernel in the same folder, so the next
+    start overlaps this notebook's run. A spare serves only that folder: IPython records the
+    folder it starts in, so a kernel cannot move without leaving a trace. Use the pool from
+    one event loop (or only through the blocking methods).
+    """
+
+    def __init__(
+        self,
+        size: int = 1,
+        kernel_name: str = "python3",
+        env: Mapping[str, str] | None = None,
+        forked: bool = True,
+        prestart: bool = True,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.size = size
+        self.kernel_name = kernel_name
+        self.env = dict(env or {})  # on top of os.environ
+        self.forked = forked  # after start(): whether kernels really are forked
+        self.prestart = prestart
+        self.startup_timeout = startup_timeout
+        self._slots = asyncio.Semaphore(size)
+        self._held: set[KernelHandle] = set()
+        self._live: set[KernelHandle] = set()
+        self._spare: tuple[Path, asyncio.Future[KernelHandle]] | None = None
+        self._server: ForkServer | None = None
+        self._context: zmq.asyncio.Context | None = None
+        self._workdir: Path | None = None
+
+    async def start(self) -> None:
+        """Check the kernelspec and, if it can be forked, start the fork server."""
+        try:
+            spec = AsyncKernelManager(kernel_name=self.kernel_name).kernel_spec
+        except NoSuchKernel:
+            raise KernelNotFoundError(self.kernel_name) from None
+        assert spec is not None
+        # One context for all kernels: one I/O thread, not a thread and a linger per kernel.
+        self._context = zmq.asyncio.Context()
+        # Channels connect before the kernel listens, and ZMQ retries a refused connection
+        # after RECONNECT_IVL: 100 ms by default, most of a forked kernel's start.
+        self._context.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)
+        self._workdir = Path(tempfile.mkdtemp(prefix="nbcd-kernels-"))
+        custom = spec.metadata.get("kernel_provisioner")
+        self.forked = self.forked and not custom and _is_forkable(spec.argv)
+        if self.forked:
+            try:
+                self._server = ForkServer(self._workdir, {**os.environ, **self.env})
+                await self._server.wait_ready(self.startup_timeout)
+            except KernelError as exc:  # slower kernels beat none
+                _log.warning("%s; starting kernels without fork", exc)
+                if self._server is not None:
+                    await asyncio.to_thread(self._server.close)
+                self._workdir.mkdir(exist_ok=True)  # a server removes it on its way out
+                self._server, self.forked = None, False
+
+    async def close(self) -> None:
+        """Kill every kernel, the spare too, stop the fork server, remove temporary files."""
+        await self._drop_spare()
+        for handle in list(self._live):
+            await self.release(handle)
+        if self._server is not None:
+            await asyncio.to_thread(self._server.close)
+            self._server = None
+        if self._context is not None:
+            self._context.destroy(linger=0)
+            self._context = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    async def __aenter__(self) -> KernelPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def acquire(self, cwd: Path | str) -> KernelHandle:
+        """Return a fresh kernel working in ``cwd``, ready to execute; wait for a free slot."""
+        cwd = Path(cwd).resolve()
+        if not cwd.is_dir():
+            raise KernelError(f"cannot start a kernel in {cwd}: not a directory")
+        await self._slots.acquire()
+        began = time.perf_counter()
+        try:
+            handle = await self._take_spare(cwd) or await self._start_kernel(cwd)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._held.add(handle)
+        handle.startup_seconds = time.perf_counter() - began
+        if self.prestart and self._spare is None:  # else a concurrent acquire() made one
+            self._spare = cwd, asyncio.ensure_future(self._start_kernel(cwd))
+        return handle
+
+    async def release(self, handle: KernelHandle) -> None:
+        """Kill the kernel now: its state is thrown away, so a graceful shutdown is idle time."""
+        if handle in self._held:
+            self._held.discard(handle)
+            self._slots.release()
+        if handle not in self._live:
+            return
+        self._live.discard(handle)
+        handle.kc.stop_channels()
+        provisioner = handle.km.provisioner
+        if provisioner is not None and provisioner.has_process:
+            # Not km.shutdown_kernel(now=True): it interrupts first and polls every 0.1 s.
+            await provisioner.kill()
+            deadline = time.monotonic() + 5.0
+            while await provisioner.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(POLL_S)
+            if await provisioner.poll() is not None:
+                await provisioner.wait()
+        await handle.km.cleanup_resources()
+        handle.log_path.unlink(missing_ok=True)
+
+    async def _take_spare(self, cwd: Path) -> KernelHandle | None:
+        if self._spare is not None and self._spare[0] != cwd:
+            await self._drop_spare()
+        if self._spare is None:
+            return None
+        _, spare = self._spare
+        self._spare = None
+        with contextlib.suppress(KernelError):  # a start that keeps failing fails again below
+            if await (handle := await spare).is_alive():
+                return handle
+            await self.release(handle)
+        return None
+
+    async def _drop_spare(self) -> None:
+        if self._spare is not None:
+            _, spare = self._spare
+            self._spare = None
+            spare.cancel()  # if still starting, it kills its own kernel
+            await asyncio.wait([spare])
+            if not spare.cancelled() and spare.exception() is None:
+                await self.release(spare.result())
+
+    async def _start_kernel(self, cwd: Path) -> KernelHandle:
+        assert self._workdir is not None, "KernelPool used before start()"
+        km = AsyncKernelManager(kernel_name=self.kernel_name, context=self._context)
+        km.kernel_id = str(uuid.uuid4())
+        log_path = self._workdir / f"kernel-{km.kernel_id}.log"
+        if self._server is not None:
+            km.provisioner = ForkProvisioner(
+                kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km
+            )
+            km.provisioner.server, km.provisioner.log_path = self._server, str(log_path)
+        # The client exists before the kernel so that every failure cleans up one way.
+        handle = KernelHandle(km, km.client(context=self._context), cwd, self.forked, log_path)
+        self._live.add(handle)
+        try:
+            with open(log_path, "ab") as log:  # Popen dups it; a forked child opens the path
+                env = {**os.environ, **self.env}
+                await km.start_kernel(cwd=str(cwd), env=env, stdout=log, stderr=log)
+            handle.kc.load_connection_info(km.get_connection_info())
+            # No stdin channel, so input() raises rather than waiting for a human; no
+            # heartbeat thread, as liveness comes from the process itself.
+            handle.kc.start_channels(stdin=False, hb=False)
+            await self._wait_ready(handle)
+        except BaseException:
+            await self.release(handle)
+            raise
+        return handle
+
+    async def _wait_ready(self, handle: KernelHandle) -> None:
+        # Like kc.wait_for_ready(), which retries on a 1 s timeout and always idles 0.2 s at
+        # the end, but every wait here returns as soon as a message arrives.
+        kc, deadline = handle.kc, time.monotonic() + self.startup_timeout
+        while True:
+            msg_id = kc.kernel_info()
+            reply: dict[str, Any] = {"parent_header": {}}
+            while reply["parent_header"].get("msg_id") != msg_id:
+                try:
+                    reply = await kc.shell_channel.get_msg(timeout=0.05)
+                except Empty:
+                    await self._check_starting(handle, deadline)
+            # The reply proves shell works. iopub drops messages until its subscription has
+            # reached the kernel, so only a message there proves iopub works.
+            try:
+                await kc.iopub_channel.get_msg(timeout=0.25)
+            except Empty:
+                await self._check_starting(handle, deadline)
+                continue
+            while await kc.iopub_channel.msg_ready():
+                await kc.iopub_channel.get_msg(timeout=0)
+            return
+
+    async def _check_starting(self, handle: KernelHandle, deadline: float) -> None:
+        if not await handle.is_alive():
+            tail = handle.log_tail()
+            raise KernelError(
+                f"kernel {self.kernel_name!r} exited before it was ready"
+                + (f"; it wrote:\n{tail}" if tail else "")
+            )
+        if time.monotonic() > deadline:
+            raise KernelError(f"kernel {self.kernel_name!r} not ready in {self.startup_timeout} s")
+
+    # Blocking versions for callers without an event loop. They use jupyter_core's run_sync
+    # like nbclient, so they share one loop per thread with nbclient's blocking execute().
+    def __enter__(self) -> KernelPool:
+        run_sync(self.start)()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        run_sync(self.close)()
+
+    def acquire_sync(self, cwd: Path | str) -> KernelHandle:
+        """Blocking :meth:`acquire`."""
+        handle: KernelHandle = run_sync(self.acquire)(cwd)
+        return handle
+
+    def release_sync(self, handle: KernelHandle) -> None:
+        """Blocking :meth:`release`."""
+        run_sync(self.release)(handle)

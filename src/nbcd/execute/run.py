@@ -1,0 +1,150 @@
+"""The run stage: execute a notebook with parameters and keep what it produced."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbcd.config import Config
+from nbcd.errors import CheckFailed, NbcdError, UsageError
+from nbcd.execute.executor import ExecutionResult, ProgressCallback, execute_notebook
+from nbcd.execute.params import inject_parameters
+from nbcd.files import atomic_write_text
+from nbcd.notebook import (
+    cell_label,
+    display_path,
+    kernel_name,
+    read_notebook,
+    write_notebook,
+)
+from nbcd.report.render import notebook_to_html
+
+__all__ = ["RunResult", "run_notebook"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one `nbcd run` did: where it wrote, which parameters, and how execution ended."""
+
+    notebook: Path
+    output: Path
+    html: Path | None
+    execution: ExecutionResult
+    parameters: dict[str, Any]
+    undeclared: tuple[str, ...] = ()
+    has_parameters_cell: bool = True
+    injected_index: int | None = None
+    artifacts: tuple[Path, ...] = field(default=())  # declared artifacts this run wrote
+    missing_artifacts: tuple[Path, ...] = field(default=())  # declared, required, not written
+
+    @property
+    def ok(self) -> bool:
+        """True when every cell ran and every required artifact was written by this run."""
+        return self.execution.ok and not self.missing_artifacts
+
+    def failure_cell(self) -> str:
+        """The failing cell as the user knows it: its position in their notebook file."""
+        failure = self.execution.failure
+        if failure is None:
+            return ""
+        index = failure.cell_index
+        if self.injected_index is not None:
+            if index == self.injected_index:
+                return "the injected-parameters cell"
+            if index > self.injected_index:
+                index -= 1
+        return cell_label(index)
+
+    @property
+    def error(self) -> NbcdError | None:
+        """Why the run failed, as the error tree's class (None when it passed)."""
+        shown = display_path(self.notebook)
+        failure = self.execution.failure
+        if failure is not None:
+            return failure.error(f"{shown}: {self.failure_cell()}")
+        if self.missing_artifacts:
+            names = ", ".join(str(a) for a in self.missing_artifacts)
+            return CheckFailed(f"{shown}: ran, but did not write its declared artifacts: {names}")
+        return None
+
+    def describe_failure(self) -> str:
+        """One line naming notebook, cell and exception, then the cell's first source lines."""
+        return str(self.error or "")
+
+
+def run_notebook(
+    config: Config,
+    notebook: Path,
+    *,
+    parameters: dict[str, Any] | None = None,
+    output: Path | None = None,
+    inplace: bool = False,
+    timeout: float | None = None,
+    kernel: str | None = None,
+    html: bool | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RunResult:
+    """Execute notebook with configured, then given, parameters; write it and its HTML."""
+    notebook = notebook.resolve()
+    nb = read_notebook(notebook)
+    spec = config.run_for(notebook)
+    merged = {**(spec.parameters if spec else {}), **(parameters or {})}
+    injection = inject_parameters(nb, merged)
+    target = _output_path(config, notebook, output, inplace)
+    started = time.time()
+    execution = execute_notebook(
+        injection.notebook,
+        cwd=notebook.parent,
+        kernel_name=kernel or kernel_name(nb) or config.kernel,
+        timeout=timeout or config.timeout,
+        on_progress=on_progress,
+    )
+    declared = spec.artifacts if spec else ()
+    written = tuple(a for a in declared if _written_since(a, started))
+    # given parameters may send outputs elsewhere (an output folder), so only the configured
+    # run must refresh every declared artifact
+    required = execution.ok and spec is not None and not parameters
+    missing = tuple(a for a in declared if a not in written) if required else ()
+    # the executed notebook is written even when a cell failed: its outputs show why
+    write_notebook(execution.notebook, target)
+    html_path = None
+    if html if html is not None else config.html:
+        html_path = config.html_out / f"{notebook.stem}.html"
+        atomic_write_text(html_path, notebook_to_html(execution.notebook))
+    return RunResult(
+        notebook=notebook,
+        output=target,
+        html=html_path,
+        execution=execution,
+        parameters=merged,
+        undeclared=injection.undeclared,
+        has_parameters_cell=injection.has_parameters_cell,
+        injected_index=injection.injected_index,
+        artifacts=written,
+        missing_artifacts=missing,
+    )
+
+
+def _written_since(path: Path, started: float) -> bool:
+    """Whether path exists and was written during this run (1 s of file-clock slack)."""
+    try:
+        return path.stat().st_mtime >= started - 1.0
+    except OSError:
+        return False
+
+
+def _output_path(config: Config, notebook: Path, output: Path | None, inplace: bool) -> Path:
+    if inplace and output is not None:
+        raise UsageError("--inplace and -o/--output both say where to write; give one")
+    if inplace:
+        return notebook
+    target = (output or config.notebooks_out / notebook.name).resolve()
+    if target == notebook:
+        raise UsageError(
+            f"{notebook}: the output would overwrite the input notebook; pass --inplace to allow it"
+        )
+    if target.is_dir():
+        target = target / notebook.name
+    return target

@@ -1,0 +1,82 @@
+"""How a LintReport is shown: text for people, JSON for programs, GitHub annotations."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from nbcd.lint.engine import LintReport
+from nbcd.lint.findings import Finding
+
+__all__ = ["format_github", "format_json", "format_text"]
+
+
+def _location(finding: Finding) -> str:
+    parts = [finding.path]
+    if finding.cell is not None:
+        parts.append(f"cell {finding.cell}")
+    parts += [str(n) for n in (finding.line, finding.column) if n is not None]
+    return ":".join(parts)
+
+
+def _summary(report: LintReport) -> str:
+    files = f"{len(report.files)} file{'s' * (len(report.files) != 1)}"
+    fixed = f", fixed {report.fixed}" if report.fixed else ""
+    if not report.findings:
+        return f"All checks passed ({files}{fixed}, {report.duration_s:.2f}s)."
+    count = len(report.findings)
+    return (
+        f"Found {count} problem{'s' * (count != 1)} in {files}{fixed} ({report.duration_s:.2f}s)."
+    )
+
+
+def format_text(report: LintReport) -> str:
+    """One line per finding (``path:cell 3:2:5: F401 message``) and a summary line."""
+    lines = [f"{_location(f)}: {f.code} {f.message}" for f in report.findings]
+    return "\n".join([*lines, _summary(report)]) + "\n"
+
+
+def format_json(report: LintReport) -> str:
+    """The report as a JSON document: ok, fixed, files, duration_s and the findings."""
+    document = {
+        "ok": report.ok,
+        "fixed": report.fixed,
+        "files": report.files,
+        "duration_s": round(report.duration_s, 3),
+        "findings": [asdict(f) for f in report.findings],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _escape(text: str, *, property_value: bool = False) -> str:
+    # GitHub's workflow-command escaping; property values also escape ":" and ",".
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if property_value else text
+
+
+def format_github(report: LintReport, workspace: Path | None = None) -> str:
+    """GitHub Actions annotations, file paths relative to ``workspace`` (default: cwd)."""
+    base = (workspace or Path.cwd()).resolve()
+    levels = {"error": "error", "warning": "warning"}
+    lines = []
+    for finding in report.findings:
+        file = Path(report.root, finding.path) if report.root else Path(finding.path)
+        try:
+            name = file.resolve().relative_to(base).as_posix()
+        except ValueError:
+            name = finding.path
+        properties = [f"file={_escape(name, property_value=True)}"]
+        message = finding.message
+        if finding.cell is not None:
+            # A cell's line is not a line of the .ipynb file: say where in words instead.
+            where = f"cell {finding.cell}" + (f", line {finding.line}" if finding.line else "")
+            message = f"{where}: {message}"
+        else:
+            properties += [
+                f"{k}={v}" for k, v in (("line", finding.line), ("col", finding.column)) if v
+            ]
+        properties.append(f"title={_escape(finding.code, property_value=True)}")
+        level = levels.get(finding.severity, "notice")
+        lines.append(f"::{level} {','.join(properties)}::{_escape(message)}")
+    return "".join(line + "\n" for line in lines)

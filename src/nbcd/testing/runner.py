@@ -1,0 +1,330 @@
+"""The test stage: execute notebooks in fresh kernels and check them.
+
+``compare`` mode gives ``pytest --nbval``'s verdict (stored outputs must come back), with
+tolerances and table/image comparison on request; ``run`` mode only checks that every cell
+runs (nbmake's check). Notebooks run in parallel on a pool of pre-warmed kernels; each one
+still gets its own fresh kernel process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from nbcd.errors import (
+    EXIT_OK,
+    CellError,
+    CheckFailed,
+    NbcdError,
+    NotebookError,
+    exit_code_of,
+    worst_exit_code,
+)
+from nbcd.notebook import cell_label, kernel_name, read_notebook
+from nbcd.options import verdict_of
+from nbcd.testing.cache import PassCache, declared_inputs, notebook_key
+from nbcd.testing.compare import (
+    CompareOptions,
+    Mismatch,
+    compare_notebook,
+    load_sanitizers,
+    unexpected_error,
+)
+from nbcd.testing.markers import cell_markers
+from nbcd.testing.options import TestOptions
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+    from nbcd.execute.executor import CellFailure, ExecutionResult
+
+__all__ = ["NotebookOutcome", "TestOptions", "TestReport", "compare_options", "run_tests"]
+
+Status = Literal["passed", "failed", "error", "cached"]
+SKIP_EXECUTION_TAG = "skip-execution"
+
+
+@dataclass(frozen=True)
+class NotebookOutcome:
+    """The verdict on one notebook."""
+
+    path: Path
+    status: Status
+    duration_s: float
+    message: str = ""
+    mismatches: tuple[Mismatch, ...] = ()
+    failure: CellFailure | None = None
+    error: NbcdError | None = None  # why it did not pass, as the error tree's class
+
+    @property
+    def exit_code(self) -> int:
+        """This notebook's exit code, by the one mapping of nbcd.errors."""
+        return exit_code_of(self.error)
+
+    @property
+    def details(self) -> str:
+        """The readable diffs of every mismatch, for terminals and JUnit files."""
+        parts = []
+        for m in self.mismatches:
+            head = f"{cell_label(m.cell_index)}: {m.message}"
+            parts.append(head + ("\n" + m.diff if m.diff else ""))
+        return "\n\n".join(parts)
+
+
+@dataclass(frozen=True)
+class TestReport:
+    """Every notebook's outcome, and the stage's exit code."""
+
+    __test__ = False
+
+    outcomes: tuple[NotebookOutcome, ...]
+    duration_s: float
+
+    def count(self, status: Status) -> int:
+        """How many notebooks ended with status."""
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def ok(self) -> bool:
+        """True when no notebook failed or errored."""
+        return self.exit_code == EXIT_OK
+
+    @property
+    def exit_code(self) -> int:
+        """The worst of the notebooks' exit codes (nbcd.errors.worst_exit_code)."""
+        return worst_exit_code(o.exit_code for o in self.outcomes)
+
+
+def compare_options(options: TestOptions) -> CompareOptions:
+    """The comparison's options; reads the sanitizer file (UsageError when it is invalid)."""
+    return CompareOptions(
+        lax=options.lax,
+        rtol=options.rtol,
+        atol=options.atol,
+        sanitizers=load_sanitizers(options.sanitize_with) if options.sanitize_with else (),
+        compare_images=options.compare_images,
+        image_threshold=options.image_threshold,
+    )
+
+
+OutcomeCallback = Callable[[NotebookOutcome], None]
+
+
+def run_tests(
+    paths: Sequence[Path],
+    options: TestOptions,
+    *,
+    on_outcome: OutcomeCallback | None = None,
+) -> TestReport:
+    """Test every notebook in paths and return the report (the engine of `nbcd test`)."""
+    return asyncio.run(async_run_tests(paths, options, on_outcome=on_outcome))
+
+
+async def async_run_tests(
+    paths: Sequence[Path],
+    options: TestOptions,
+    *,
+    on_outcome: OutcomeCallback | None = None,
+) -> TestReport:
+    """The async implementation of run_tests."""
+    started = time.perf_counter()
+    jobs = options.jobs or os.cpu_count() or 1
+    compare = compare_options(options)  # a bad sanitizer file fails before any kernel starts
+    cache = PassCache(options.cache_dir) if options.cache and options.cache_dir else None
+    outcomes: dict[int, NotebookOutcome] = {}
+
+    def report(index: int, outcome: NotebookOutcome) -> None:
+        outcomes[index] = outcome
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    # unreadable and unchanged notebooks are settled before any kernel starts, so an
+    # all-cached rerun never pays for the fork server
+    pending: list[tuple[int, _Pending]] = []
+    for index, path in enumerate(paths):
+        checked = _check(path, options, cache)
+        if isinstance(checked, NotebookOutcome):
+            report(index, checked)
+        else:
+            pending.append((index, checked))
+    if pending:
+        semaphore = asyncio.Semaphore(jobs)
+        pool = _open_pool(min(jobs, len(pending)), options)
+
+        async def one(index: int, item: _Pending) -> None:
+            async with semaphore:
+                report(index, await _test_one(item, options, compare, cache, pool))
+
+        try:
+            if pool is not None:
+                await pool.__aenter__()
+            await asyncio.gather(*(one(index, item) for index, item in pending))
+        finally:
+            if pool is not None:
+                await pool.__aexit__(None, None, None)
+    ordered = tuple(outcomes[index] for index in range(len(paths)))
+    return TestReport(ordered, time.perf_counter() - started)
+
+
+def _open_pool(jobs: int, options: TestOptions) -> Any:
+    if not options.fork:
+        return None
+    try:
+        from nbcd.execute.kernels import KernelPool
+    except ImportError:
+        return None
+    return KernelPool(size=jobs, kernel_name=options.kernel or "python3")
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A readable notebook that has to run, with its cache key ("" without a cache)."""
+
+    path: Path
+    stored: NotebookNode
+    key: str
+
+
+def _check(path: Path, options: TestOptions, cache: PassCache | None) -> NotebookOutcome | _Pending:
+    """Read a notebook and look it up in the cache: an outcome already, or work to do."""
+    started = time.perf_counter()
+    try:
+        raw = path.read_bytes()
+        key = ""
+        if cache is not None:
+            # the key needs only the bytes and the metadata: a hit skips nbformat's validation
+            inputs = declared_inputs(path, _metadata_of(raw))
+            key = notebook_key(path, raw, options=verdict_of(options), inputs=inputs)
+            if cache.hit(key) is not None:
+                return NotebookOutcome(path, "cached", time.perf_counter() - started, "unchanged")
+        stored = read_notebook(path)
+    except OSError as exc:
+        error = NotebookError(f"{path}: cannot read ({exc.strerror or exc})")
+        return NotebookOutcome(path, "error", 0.0, str(error), error=error)
+    except NbcdError as exc:
+        return NotebookOutcome(path, "error", 0.0, str(exc), error=exc)
+    return _Pending(path, stored, key)
+
+
+def _metadata_of(raw: bytes) -> dict[str, Any]:
+    """A notebook's metadata from its raw JSON, or {} when it is not a notebook."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+async def _test_one(
+    item: _Pending,
+    options: TestOptions,
+    compare: CompareOptions,
+    cache: PassCache | None,
+    pool: Any,
+) -> NotebookOutcome:
+    path, stored = item.path, item.stored
+    started = time.perf_counter()
+    kernel = options.kernel or kernel_name(stored) or "python3"
+    try:
+        fresh = await _execute(path, _prepared(stored), kernel, options, pool)
+    except NbcdError as exc:
+        return NotebookOutcome(path, "error", time.perf_counter() - started, str(exc), error=exc)
+    duration = time.perf_counter() - started
+    outcome = _judge(path, stored, fresh.notebook, fresh.failure, options.mode, compare, duration)
+    if cache is not None and outcome.status == "passed":
+        cache.record(item.key, path, outcome.duration_s)
+    return outcome
+
+
+async def _execute(
+    path: Path, nb: NotebookNode, kernel: str, options: TestOptions, pool: Any
+) -> ExecutionResult:
+    from nbcd.execute.executor import async_execute_notebook
+
+    # notebooks of another kernel than the pool's start their kernel the ordinary way
+    pooled = pool is not None and kernel == pool.kernel_name
+    handle = await pool.acquire(path.parent) if pooled else None
+    try:
+        # every cell runs even after an error, as in nbval, so that all problems are
+        # reported; which errors were expected is decided afterwards from the cell markers
+        return await async_execute_notebook(
+            nb,
+            cwd=path.parent,
+            kernel_name=kernel,
+            timeout=options.timeout,
+            allow_errors=True,
+            km=handle.km if handle else None,
+            kc=handle.kc if handle else None,
+        )
+    finally:
+        if handle is not None:
+            await pool.release(handle)
+
+
+def _prepared(stored: NotebookNode) -> NotebookNode:
+    """A copy to execute: cells marked to skip get nbclient's skip-execution tag."""
+    import nbformat
+
+    nb = nbformat.from_dict(stored)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        markers = cell_markers(cell)
+        if markers.skip or markers.skip_execution:
+            tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+            if SKIP_EXECUTION_TAG not in tags:
+                tags.append(SKIP_EXECUTION_TAG)
+        else:
+            cell.outputs = []
+    return nb
+
+
+def _judge(
+    path: Path,
+    stored: NotebookNode,
+    fresh: NotebookNode,
+    failure: CellFailure | None,
+    mode: str,
+    compare: CompareOptions,
+    duration: float,
+) -> NotebookOutcome:
+    if failure is not None and failure.kind in ("timeout", "died"):
+        error = failure.error(cell_label(failure.cell_index))
+        message = str(error).replace("\n    source: ", "; source: ")
+        return NotebookOutcome(path, "error", duration, message, failure=failure, error=error)
+    if mode == "run":
+        mismatches = _unexpected_errors(fresh, failure)
+    else:
+        mismatches = compare_notebook(stored, fresh, compare)
+    if mismatches:
+        first = mismatches[0]
+        more = f" (+{len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
+        message = f"{cell_label(first.cell_index)}: {first.message}{more}"
+        # run mode fails only on errors; compare mode on any difference
+        error = CellError(message) if mode == "run" else CheckFailed(message)
+        return NotebookOutcome(path, "failed", duration, message, tuple(mismatches), failure, error)
+    return NotebookOutcome(path, "passed", duration)
+
+
+def _unexpected_errors(fresh: NotebookNode, failure: CellFailure | None) -> list[Mismatch]:
+    if failure is not None:
+        trace = "\n".join(failure.traceback[-6:])
+        return [_error_mismatch(failure.cell_index, failure.ename, failure.evalue, trace)]
+    found = []
+    for index, cell in enumerate(fresh.cells):
+        if cell.cell_type == "code" and not cell_markers(cell).raises_exception:
+            error = unexpected_error(cell.get("outputs", []))
+            if error is not None:
+                found.append(_error_mismatch(index, error.get("ename"), error.get("evalue")))
+    return found
+
+
+def _error_mismatch(index: int, ename: object, evalue: object, trace: str = "") -> Mismatch:
+    return Mismatch(index, "error", f"cell raised {ename}: {evalue}", trace)
