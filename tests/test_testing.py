@@ -204,7 +204,7 @@ class TestCache:
         self, notebook: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         self.statuses(notebook, tmp_path)
-        monkeypatch.setattr(cache_module, "environment_fingerprint", lambda: "numpy==99")
+        monkeypatch.setattr(cache_module, "environment_fingerprint", lambda _: "numpy==99")
         assert self.statuses(notebook, tmp_path) == "passed"
 
 

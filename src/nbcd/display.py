@@ -20,6 +20,7 @@ __all__ = [
     "out",
     "print_outcome",
     "print_pipeline",
+    "print_warnings",
     "progress_bar",
     "stage_display",
 ]
@@ -55,16 +56,33 @@ def progress_bar(
         yield advance
 
 
-def print_outcome(outcome: Any) -> None:
-    """One line per tested notebook; the message and diff under a failure."""
+def print_outcome(outcome: Any, *, explain: bool = False) -> None:
+    """One line per tested notebook, saying why it ran; the message and diff under a failure.
+
+    With ``explain``, the files and modules it used (what the cache checks) follow.
+    """
     style = STATUS_STYLE[outcome.status]
     label = outcome.status.upper()
     path = escape(display_path(outcome.path))
-    out.print(f"[{style}]{label:<7}[/{style}] {path}  {outcome.duration_s:.2f} s")
+    why = f"  [dim]RAN ({escape(outcome.reason)})[/dim]" if outcome.reason else ""
+    out.print(f"[{style}]{label:<7}[/{style}] {path}  {outcome.duration_s:.2f} s{why}")
     if outcome.status in ("failed", "error"):
         out.print(f"        {escape(outcome.message)}")
-        for line in outcome.details.splitlines():
+        details = outcome.details.splitlines()
+        if details and details[0] == outcome.message:  # one mismatch: its head is the message
+            details = details[1:]
+        for line in details:
             out.print(f"        {escape(line)}")
+    if explain:
+        used = outcome.inputs or ("(nothing recorded beyond the notebook itself)",)
+        for item in used:
+            out.print(f"        [dim]uses[/dim] {escape(item)}")
+
+
+def print_warnings(warnings: Any) -> None:
+    """Problems that changed no verdict, one line each."""
+    for warning in warnings:
+        err.print(f"[yellow]warning[/yellow]: {escape(warning)}")
 
 
 @contextmanager

@@ -174,8 +174,10 @@ def _nbcd_source() -> tuple[Path | None, Path | None]:
 def nbcd_wheel(config: Config, wheels: Path) -> Path | None:
     """Put an nbcd wheel in ``wheels`` when nbcd is not installed from an index.
 
-    Wheels are cached under <build_dir>/nbcd/cache/wheels by a hash of the source, so only
-    a changed nbcd is built again (a build takes seconds: pip sets up setuptools).
+    Wheels are cached in the user's cache folder (``NBCD_CACHE_DIR``, else platformdirs'
+    user cache, ``nbcd/wheels``) by a hash of the source, so only a changed nbcd is built
+    again, also after the build folder is cleaned (a build takes seconds: pip sets up
+    setuptools). A cache that cannot be written falls back to the build folder.
     """
     source, wheel_file = _nbcd_source()
     if wheel_file is not None:
@@ -189,7 +191,7 @@ def nbcd_wheel(config: Config, wheels: Path) -> Path | None:
         for path in source.iterdir():
             if path.is_file() and not path.name.startswith("."):
                 shutil.copy2(path, copy / path.name)
-        cache = config.build_dir / "nbcd" / "cache" / "wheels" / _tree_hash(copy)
+        cache = _wheel_cache(config) / _tree_hash(copy)
         cached = sorted(cache.glob("nbcd-*.whl"))
         if not cached:
             _pip_wheel(copy, cache)
@@ -197,6 +199,21 @@ def nbcd_wheel(config: Config, wheels: Path) -> Path | None:
         if not cached:
             raise UsageError(f"pip wheel made no nbcd wheel from {source}")
     return Path(shutil.copy2(cached[-1], wheels / cached[-1].name))
+
+
+def _wheel_cache(config: Config) -> Path:
+    """Where built nbcd wheels are kept across builds and build folders."""
+    configured = os.environ.get("NBCD_CACHE_DIR")
+    if configured:
+        return Path(configured) / "wheels"
+    import platformdirs
+
+    folder = platformdirs.user_cache_path("nbcd") / "wheels"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return config.build_dir / "nbcd" / "cache" / "wheels"
+    return folder
 
 
 def _pip_wheel(source: Path, cache: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from rich.markup import escape
 from nbcd.cli.group import cli
 from nbcd.config import load_config
 from nbcd.discover import find_notebooks
-from nbcd.display import err, out, print_outcome, progress_bar
+from nbcd.display import err, out, print_outcome, print_warnings, progress_bar
 from nbcd.errors import exit_code_of
 from nbcd.notebook import display_path
 from nbcd.options import click_options
@@ -109,14 +110,24 @@ def run(
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click_options(TestOptions)
 @click.option("--junit-xml", type=click.Path(path_type=Path), help="Write a JUnit XML report.")
-def test_command(paths: tuple[Path, ...], junit_xml: Path | None, **given: Any) -> None:
+@click.option(
+    "--explain", is_flag=True, help="List what each notebook used (what the cache checks)."
+)
+def test_command(
+    paths: tuple[Path, ...], junit_xml: Path | None, explain: bool, **given: Any
+) -> None:
     """Execute notebooks in fresh kernels and check them (default: the project's notebooks)."""
     from nbcd.testing.options import test_options
     from nbcd.testing.runner import run_tests
 
     config = load_config(paths[0] if paths and paths[0].exists() else None)
     notebooks = find_notebooks(config, paths)
-    report = run_tests(notebooks, test_options(config, given), on_outcome=print_outcome)
+    report = run_tests(
+        notebooks,
+        test_options(config, given),
+        on_outcome=functools.partial(print_outcome, explain=explain),
+    )
+    print_warnings(report.warnings)
     if junit_xml is not None:
         from nbcd.testing.junit import write_junit
 

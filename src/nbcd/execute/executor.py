@@ -21,7 +21,7 @@ from jupyter_client.kernelspec import NoSuchKernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbclient.exceptions import CellTimeoutError as NbclientTimeout
-from nbclient.util import run_sync
+from nbclient.util import ensure_async, run_sync
 from nbformat import NotebookNode
 
 from nbcd.errors import (
@@ -32,6 +32,7 @@ from nbcd.errors import (
     KernelNotFoundError,
     NbcdError,
 )
+from nbcd.execute.recorder import INSTALL, REPORT, RecordedInputs, parse_report
 from nbcd.notebook import source_excerpt
 
 __all__ = ["CellFailure", "ExecutionResult", "async_execute_notebook", "execute_notebook"]
@@ -74,6 +75,7 @@ class ExecutionResult:
     notebook: NotebookNode
     duration_s: float
     failure: CellFailure | None = None
+    inputs: RecordedInputs | None = None  # what it used, when asked to record (cache)
 
     @property
     def ok(self) -> bool:
@@ -92,8 +94,13 @@ async def async_execute_notebook(
     on_progress: ProgressCallback | None = None,
     km: Any = None,
     kc: Any = None,
+    record_inputs: bool = False,
 ) -> ExecutionResult:
-    """Execute a copy of nb in a fresh kernel whose working folder is cwd."""
+    """Execute a copy of nb in a fresh kernel whose working folder is cwd.
+
+    With ``record_inputs`` the result says which files, folders and local modules the
+    notebook used (nbcd.execute.recorder).
+    """
     nb = nbformat.from_dict(nb)  # the caller's notebook is never changed
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     current = {"index": code_cells[0] if code_cells else 0}
@@ -132,8 +139,9 @@ async def async_execute_notebook(
         if km is None:
             start_kwargs["stderr"] = kernel_log
         started = time.perf_counter()
+        recorded: RecordedInputs | None = None
         try:
-            await client.async_execute(**start_kwargs)
+            recorded = await _execute_cells(client, start_kwargs, record_inputs)
         except NoSuchKernel:
             raise KernelNotFoundError(kernel_name) from None
         except NbclientTimeout:
@@ -168,10 +176,41 @@ async def async_execute_notebook(
             raise KernelError(
                 f"kernel {kernel_name!r} could not start: {exc}{_tail(kernel_log)}"
             ) from None
-        return ExecutionResult(nb, time.perf_counter() - started, failure)
+        return ExecutionResult(nb, time.perf_counter() - started, failure, recorded)
 
 
 execute_notebook = run_sync(async_execute_notebook)
+
+
+async def _execute_cells(
+    client: NotebookClient, start_kwargs: dict[str, Any], record_inputs: bool
+) -> RecordedInputs | None:
+    """nbclient's ``async_execute``, with the input recorder around the cells when asked."""
+    client.reset_execution_trackers()
+    recorded = None
+    async with client.async_setup_kernel(**start_kwargs):
+        assert client.kc is not None
+        if record_inputs:
+            await _silent(client, INSTALL)
+        info = await client.async_wait_for_reply(await ensure_async(client.kc.kernel_info()))
+        if info is not None and "language_info" in info["content"]:
+            client.nb.metadata["language_info"] = info["content"]["language_info"]
+        for index, cell in enumerate(client.nb.cells):
+            await client.async_execute_cell(
+                cell, index, execution_count=client.code_cells_executed + 1
+            )
+        client.set_widgets_metadata()
+        if record_inputs:
+            reply = await _silent(client, "", user_expressions={"inputs": REPORT})
+            recorded = parse_report(reply["content"]) if reply is not None else None
+    return recorded
+
+
+async def _silent(client: NotebookClient, code: str, **kwargs: Any) -> Any:
+    """Run code in the kernel without output, history or a place in the notebook."""
+    assert client.kc is not None
+    msg_id = client.kc.execute(code, silent=True, store_history=False, **kwargs)
+    return await client.async_wait_for_reply(msg_id)
 
 
 def _failure(

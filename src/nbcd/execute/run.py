@@ -85,22 +85,33 @@ def run_notebook(
     kernel: str | None = None,
     html: bool | None = None,
     on_progress: ProgressCallback | None = None,
+    reuse: tuple[ExecutionResult, float] | None = None,
 ) -> RunResult:
-    """Execute notebook with configured, then given, parameters; write it and its HTML."""
+    """Execute notebook with configured, then given, parameters; write it and its HTML.
+
+    ``reuse`` is an execution of the same notebook with its default parameters that already
+    happened (the test stage's, in `nbcd ci`) and the wall-clock time it started: its outputs
+    and the artifacts it wrote are taken instead of executing again.
+    """
     notebook = notebook.resolve()
     nb = read_notebook(notebook)
     spec = config.run_for(notebook)
     merged = {**(spec.parameters if spec else {}), **(parameters or {})}
+    if reuse is not None and merged:
+        raise UsageError(f"{notebook}: an execution can be reused only without parameters")
     injection = inject_parameters(nb, merged)
     target = _output_path(config, notebook, output, inplace)
-    started = time.time()
-    execution = execute_notebook(
-        injection.notebook,
-        cwd=notebook.parent,
-        kernel_name=kernel or kernel_name(nb) or config.kernel,
-        timeout=timeout or config.timeout,
-        on_progress=on_progress,
-    )
+    if reuse is not None:
+        execution, started = reuse
+    else:
+        started = time.time()
+        execution = execute_notebook(
+            injection.notebook,
+            cwd=notebook.parent,
+            kernel_name=kernel or kernel_name(nb) or config.kernel,
+            timeout=timeout or config.timeout,
+            on_progress=on_progress,
+        )
     declared = spec.artifacts if spec else ()
     written = tuple(a for a in declared if _written_since(a, started))
     # given parameters may send outputs elsewhere (an output folder), so only the configured

@@ -10,11 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nbcd.config import Config
+from nbcd.config import Config, RunSpec
 from nbcd.discover import find_notebooks
 from nbcd.errors import EXIT_CHECK_FAILED, EXIT_OK, NbcdError, exit_code_of, worst_exit_code
+from nbcd.execute.params import INJECTED_TAG
 from nbcd.notebook import display_path
 from nbcd.pipeline.summary import (
     NotebookSummary,
@@ -27,6 +28,10 @@ from nbcd.pipeline.summary import (
     write_summary,
 )
 from nbcd.report.options import report_options
+from nbcd.testing.runner import SKIP_EXECUTION_TAG
+
+if TYPE_CHECKING:
+    from nbcd.execute.executor import ExecutionResult
 
 __all__ = ["STAGES", "PipelineOptions", "PipelineResult", "run_pipeline"]
 
@@ -77,6 +82,7 @@ class _Run:
     models: list[str] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     site: Path | None = None
+    reused: list[str] = field(default_factory=list)  # runs taken from the test stage
     # read once per pipeline: the report is rendered twice and git costs four subprocesses
     environment: dict[str, str] = field(default_factory=environment_info)
     git: dict[str, str] = field(default_factory=dict)
@@ -198,8 +204,13 @@ def _run(state: _Run) -> tuple[StageStatus, str, int]:
         return "skipped", "no [[tool.nbcd.runs]] configured", EXIT_OK
     results = []
     worst = EXIT_OK
+    tested = state.results.get("test")
+    outcomes = {o.path.resolve(): o for o in tested.outcomes} if tested is not None else {}
     for spec in config.runs:
-        result = run_notebook(config, spec.notebook)
+        reuse = _reusable(outcomes.get(spec.notebook), spec)
+        result = run_notebook(config, spec.notebook, reuse=reuse)
+        if reuse is not None:
+            state.reused.append(display_path(spec.notebook, config.root))
         results.append(result)
         worst = worst_exit_code((worst, exit_code_of(result.error)))
         state.runs.append(
@@ -221,7 +232,32 @@ def _run(state: _Run) -> tuple[StageStatus, str, int]:
     ok = sum(1 for r in results if r.ok)
     artifacts = sum(len(r.artifacts) for r in results if r.ok)
     text = f"{ok}/{len(results)} notebooks ran, {artifacts} artifacts"
+    if state.reused:
+        text += f" ({len(state.reused)} from the test stage's execution)"
     return ("passed", text, EXIT_OK) if worst == EXIT_OK else ("failed", text, worst)
+
+
+def _reusable(outcome: Any, spec: RunSpec) -> tuple[ExecutionResult, float] | None:
+    """The test stage's execution of a configured run, when it is the run's own execution.
+
+    It is when the run sets no parameters and the test ran every cell as a plain run would:
+    it passed, skipped no cell, raised nothing (a run stops at an error even when the test
+    expected it) and ran no stale injected-parameters cell (a run drops that cell).
+    """
+    if spec.parameters or outcome is None or outcome.status != "passed":
+        return None
+    execution = outcome.execution
+    if execution is None or execution.failure is not None:
+        return None
+    for cell in execution.notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = cell.get("metadata", {}).get("tags", [])
+        if SKIP_EXECUTION_TAG in tags or INJECTED_TAG in tags:
+            return None
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return None
+    return execution, outcome.started_at
 
 
 def _report(state: _Run) -> tuple[StageStatus, str, int]:

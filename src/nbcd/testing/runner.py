@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,9 +26,9 @@ from nbcd.errors import (
     exit_code_of,
     worst_exit_code,
 )
-from nbcd.notebook import cell_label, kernel_name, read_notebook
+from nbcd.notebook import cell_label, display_path, kernel_name, read_notebook
 from nbcd.options import verdict_of
-from nbcd.testing.cache import PassCache, declared_inputs, notebook_key
+from nbcd.testing.cache import InputState, Lookup, PassCache, notebook_parts
 from nbcd.testing.compare import (
     CompareOptions,
     Mismatch,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from nbformat import NotebookNode
 
     from nbcd.execute.executor import CellFailure, ExecutionResult
+    from nbcd.execute.recorder import RecordedInputs
 
 __all__ = ["NotebookOutcome", "TestOptions", "TestReport", "compare_options", "run_tests"]
 
@@ -61,6 +62,11 @@ class NotebookOutcome:
     mismatches: tuple[Mismatch, ...] = ()
     failure: CellFailure | None = None
     error: NbcdError | None = None  # why it did not pass, as the error tree's class
+    reason: str = ""  # why it ran ("new", "code changed", "data.csv changed"); "" if cached
+    inputs: tuple[str, ...] = ()  # what it used when it passed (`nbcd test --explain`)
+    # the execution itself, for `nbcd ci` to reuse in its run stage
+    execution: ExecutionResult | None = field(default=None, repr=False, compare=False)
+    started_at: float = 0.0  # wall-clock start of the execution
 
     @property
     def exit_code(self) -> int:
@@ -85,6 +91,7 @@ class TestReport:
 
     outcomes: tuple[NotebookOutcome, ...]
     duration_s: float
+    warnings: tuple[str, ...] = ()  # problems that change no verdict (a cache not written)
 
     def count(self, status: Status) -> int:
         """How many notebooks ended with status."""
@@ -138,6 +145,7 @@ async def async_run_tests(
     compare = compare_options(options)  # a bad sanitizer file fails before any kernel starts
     cache = PassCache(options.cache_dir) if options.cache and options.cache_dir else None
     outcomes: dict[int, NotebookOutcome] = {}
+    warnings: list[str] = []
 
     def report(index: int, outcome: NotebookOutcome) -> None:
         outcomes[index] = outcome
@@ -159,7 +167,9 @@ async def async_run_tests(
 
         async def one(index: int, item: _Pending) -> None:
             async with semaphore:
-                report(index, await _test_one(item, options, compare, cache, pool))
+                outcome, warning = await _test_one(item, options, compare, cache, pool)
+                warnings.extend([warning] if warning else [])
+                report(index, outcome)
 
         try:
             if pool is not None:
@@ -169,7 +179,7 @@ async def async_run_tests(
             if pool is not None:
                 await pool.__aexit__(None, None, None)
     ordered = tuple(outcomes[index] for index in range(len(paths)))
-    return TestReport(ordered, time.perf_counter() - started)
+    return TestReport(ordered, time.perf_counter() - started, tuple(dict.fromkeys(warnings)))
 
 
 def _open_pool(jobs: int, options: TestOptions) -> Any:
@@ -184,11 +194,13 @@ def _open_pool(jobs: int, options: TestOptions) -> Any:
 
 @dataclass(frozen=True)
 class _Pending:
-    """A readable notebook that has to run, with its cache key ("" without a cache)."""
+    """A readable notebook that has to run, with its cache lookup (None without a cache)."""
 
     path: Path
     stored: NotebookNode
-    key: str
+    kernel: str
+    parts: dict[str, str]
+    lookup: Lookup | None
 
 
 def _check(path: Path, options: TestOptions, cache: PassCache | None) -> NotebookOutcome | _Pending:
@@ -196,30 +208,40 @@ def _check(path: Path, options: TestOptions, cache: PassCache | None) -> Noteboo
     started = time.perf_counter()
     try:
         raw = path.read_bytes()
-        key = ""
+        # the key needs only the JSON: a hit skips nbformat's validation
+        data = _json_of(raw)
+        kernel = options.kernel or kernel_name(data) or "python3"
+        parts: dict[str, str] = {}
+        lookup = None
         if cache is not None:
-            # the key needs only the bytes and the metadata: a hit skips nbformat's validation
-            inputs = declared_inputs(path, _metadata_of(raw))
-            key = notebook_key(path, raw, options=verdict_of(options), inputs=inputs)
-            if cache.hit(key) is not None:
-                return NotebookOutcome(path, "cached", time.perf_counter() - started, "unchanged")
+            parts = notebook_parts(
+                path,
+                data,
+                compare_outputs=options.mode == "compare",
+                options=verdict_of(options),
+                kernel=kernel,
+            )
+            lookup = cache.lookup(path, parts)
+            if lookup.hit and lookup.entry is not None:
+                inputs = tuple(display_path(Path(i.path)) for i in lookup.entry.inputs)
+                took = time.perf_counter() - started
+                return NotebookOutcome(path, "cached", took, "unchanged", inputs=inputs)
         stored = read_notebook(path)
     except OSError as exc:
         error = NotebookError(f"{path}: cannot read ({exc.strerror or exc})")
         return NotebookOutcome(path, "error", 0.0, str(error), error=error)
     except NbcdError as exc:
         return NotebookOutcome(path, "error", 0.0, str(exc), error=exc)
-    return _Pending(path, stored, key)
+    return _Pending(path, stored, kernel, parts, lookup)
 
 
-def _metadata_of(raw: bytes) -> dict[str, Any]:
-    """A notebook's metadata from its raw JSON, or {} when it is not a notebook."""
+def _json_of(raw: bytes) -> dict[str, Any]:
+    """A notebook's raw JSON object, or {} when it is not one (read_notebook says why)."""
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
-    metadata = data.get("metadata") if isinstance(data, dict) else None
-    return metadata if isinstance(metadata, dict) else {}
+    return data if isinstance(data, dict) else {}
 
 
 async def _test_one(
@@ -228,23 +250,52 @@ async def _test_one(
     compare: CompareOptions,
     cache: PassCache | None,
     pool: Any,
-) -> NotebookOutcome:
+) -> tuple[NotebookOutcome, str | None]:
+    """Run one notebook and judge it; a passed run is recorded (a warning if it cannot be)."""
     path, stored = item.path, item.stored
-    started = time.perf_counter()
-    kernel = options.kernel or kernel_name(stored) or "python3"
+    started, started_at = time.perf_counter(), time.time()
+    reason = item.lookup.reason if item.lookup is not None else "cache off"
     try:
-        fresh = await _execute(path, _prepared(stored), kernel, options, pool)
+        fresh = await _execute(path, _prepared(stored), item.kernel, options, pool, cache)
     except NbcdError as exc:
-        return NotebookOutcome(path, "error", time.perf_counter() - started, str(exc), error=exc)
+        took = time.perf_counter() - started
+        return NotebookOutcome(path, "error", took, str(exc), error=exc, reason=reason), None
     duration = time.perf_counter() - started
     outcome = _judge(path, stored, fresh.notebook, fresh.failure, options.mode, compare, duration)
-    if cache is not None and outcome.status == "passed":
-        cache.record(item.key, path, outcome.duration_s)
-    return outcome
+    used = _used(fresh.inputs, path)
+    outcome = replace(
+        outcome,
+        reason=reason,
+        inputs=tuple(display_path(Path(state.path)) for state in used),
+        execution=fresh,
+        started_at=started_at,
+    )
+    warning = None
+    if cache is not None and item.lookup is not None and outcome.status == "passed":
+        if fresh.inputs is None:
+            return outcome, None  # nothing recorded (a kernel without the recorder): no entry
+        warning = cache.record(item.lookup, path, item.parts, duration, used)
+    return outcome, warning
+
+
+def _used(inputs: RecordedInputs | None, notebook: Path) -> list[InputState]:
+    """The recorded inputs as they are on disk now, the notebook's own file left out."""
+    if inputs is None:
+        return []
+    own = str(notebook.resolve())
+    states = [InputState.now(p, "file") for p in inputs.files if p != own]
+    states += [InputState.now(p, "dir") for p in inputs.dirs]
+    states += [InputState.now(p, "module") for p in inputs.modules]
+    return states
 
 
 async def _execute(
-    path: Path, nb: NotebookNode, kernel: str, options: TestOptions, pool: Any
+    path: Path,
+    nb: NotebookNode,
+    kernel: str,
+    options: TestOptions,
+    pool: Any,
+    cache: PassCache | None,
 ) -> ExecutionResult:
     from nbcd.execute.executor import async_execute_notebook
 
@@ -262,6 +313,7 @@ async def _execute(
             allow_errors=True,
             km=handle.km if handle else None,
             kc=handle.kc if handle else None,
+            record_inputs=cache is not None,
         )
     finally:
         if handle is not None:
