@@ -20,8 +20,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from census_segmentation import CleanTable, clean, load_table
 from threadpoolctl import threadpool_limits
+
+from census_segmentation import CleanTable, clean, load_table
 
 ACS2015_NAME = "acs2015_county_data.csv"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pytest
-from census_segmentation import CleanTable, Segmentation, centroid_profiles, plots, segment
 from matplotlib.figure import Figure
+
+from census_segmentation import CleanTable, Segmentation, centroid_profiles, plots, segment
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from census_segmentation import ACS2015, MIDWEST, CleanTable, DataSourceError, clean
 from census_segmentation.schemas import match_schema
 

@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from nbcd.model import fingerprint_frame, load_model
+from sklearn.datasets import make_blobs
+
 from census_segmentation import (
     CleanTable,
     ParameterError,
@@ -15,9 +18,6 @@ from census_segmentation import (
     segment,
 )
 from census_segmentation.segment import _elbow_index
-from sklearn.datasets import make_blobs
-
-from nbcd.model import fingerprint_frame, load_model
 
 
 def test_acs2015_top_five_components_explain_72_percent(acs2015_table: CleanTable) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pytest
 import sqlalchemy
+
 from census_segmentation import ACS2015, MIDWEST, DataSourceError, load_table
 from census_segmentation.sources import ACS2015_FILE, CACHE_ENV, URL_ENV, cache_folder
 

@@ -7,6 +7,7 @@ progress callbacks, and the kernel's working folder.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import tempfile
@@ -179,16 +180,37 @@ async def async_execute_notebook(
         return ExecutionResult(nb, time.perf_counter() - started, failure, recorded)
 
 
-execute_notebook = run_sync(async_execute_notebook)
+def execute_notebook(nb: NotebookNode, **kwargs: Any) -> ExecutionResult:
+    """Blocking :func:`async_execute_notebook` (same arguments).
+
+    Outside an event loop it runs under ``asyncio.run``, which cancels the execution when it
+    is interrupted, so the kernel is shut down before the exception leaves.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(async_execute_notebook(nb, **kwargs))
+    return run_sync(async_execute_notebook)(nb, **kwargs)
 
 
 async def _execute_cells(
     client: NotebookClient, start_kwargs: dict[str, Any], record_inputs: bool
 ) -> RecordedInputs | None:
-    """nbclient's ``async_execute``, with the input recorder around the cells when asked."""
+    """nbclient's ``async_execute``, with the input recorder around the cells when asked.
+
+    The kernel is set up here rather than by ``async_setup_kernel``, which installs signal
+    handlers that swallow Ctrl-C and SIGTERM; nbcd stops on them (nbcd.interrupts) and the
+    ``finally`` below shuts the kernel down on the way out.
+    """
     client.reset_execution_trackers()
     recorded = None
-    async with client.async_setup_kernel(**start_kwargs):
+    if client.km is None:
+        client.km = client.create_kernel_manager()
+    try:
+        if not client.km.has_kernel:
+            await client.async_start_new_kernel(**start_kwargs)
+        if client.kc is None:
+            await client.async_start_new_kernel_client()
         assert client.kc is not None
         if record_inputs:
             await _silent(client, INSTALL)
@@ -203,6 +225,9 @@ async def _execute_cells(
         if record_inputs:
             reply = await _silent(client, "", user_expressions={"inputs": REPORT})
             recorded = parse_report(reply["content"]) if reply is not None else None
+    finally:
+        if client.owns_km:  # a pool's kernel is the pool's to stop
+            await asyncio.shield(client._async_cleanup_kernel())
     return recorded
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from nbcd.model import ModelArtifact, fingerprint_frame, save_model
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
@@ -25,7 +26,6 @@ from sklearn.preprocessing import MinMaxScaler
 
 from census_segmentation.errors import ParameterError
 from census_segmentation.schemas import CleanTable
-from nbcd.model import ModelArtifact, fingerprint_frame, save_model
 
 __all__ = [
     "K_RANGE",
