@@ -130,6 +130,30 @@ def print_pipeline(result: Any) -> None:
             escape(stage.summary),
         )
     out.print(table)
+    for line in _failure_lines(result.results):
+        err.print(line)
     if result.site is not None:
         out.print(f"report  {display_path(result.site / 'index.html')}")
     out.print(f"summary {display_path(result.summary_path)}")
+
+
+def _failure_lines(results: dict[str, Any], limit: int = 20) -> list[str]:
+    """What failed, naming file and cell, so a CI log says it without opening the report."""
+    lines: list[str] = []
+    lint = results.get("lint")
+    for finding in getattr(lint, "findings", [])[:limit]:
+        where = ":".join(
+            [finding.path, *([f"cell {finding.cell}"] if finding.cell is not None else [])]
+            + [str(n) for n in (finding.line, finding.column) if n is not None]
+        )
+        lines.append(f"[red]lint[/red]: {escape(where)}: {finding.code} {escape(finding.message)}")
+    test = results.get("test")
+    for outcome in getattr(test, "outcomes", ()):
+        if outcome.status in ("failed", "error"):
+            shown = escape(display_path(outcome.path))
+            lines.append(f"[red]test[/red]: {shown}: {escape(outcome.message)}")
+    for run in results.get("run", []):
+        if run.error is not None:
+            first = str(run.error).splitlines()[0]
+            lines.append(f"[red]run[/red]: {escape(first)}")
+    return lines

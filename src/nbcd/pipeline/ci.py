@@ -165,7 +165,8 @@ def _lint(state: _Run) -> tuple[StageStatus, str, int]:
     state.results["lint"] = report
     state.lint_findings = [asdict(f) for f in report.findings]
     count = len(report.findings)
-    text = f"{count} finding{'s' * (count != 1)} in {len(report.files)} files"
+    files = len(report.files)
+    text = f"{count} finding{'s' * (count != 1)} in {files} file{'s' * (files != 1)}"
     return ("passed", text, EXIT_OK) if report.ok else ("failed", text, EXIT_CHECK_FAILED)
 
 
