@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -49,11 +50,14 @@ _PRELOAD = (
 POLL_S = 0.002  # between liveness checks while killing: cheap, and a kill takes ~1 ms
 
 
-def _fork_server_main(preload: list[str], launcher: str) -> None:
+def _fork_server_main(preload: list[str], launcher: str, warm: list[str]) -> None:
     """Fork a kernel per JSON request line on stdin; report pids and exit codes on stdout.
 
     Runs in the server, copied there as source: importing the nbcd package instead would load
-    all of nbcd's dependencies into every kernel.
+    all of nbcd's dependencies into every kernel. ``warm`` are the notebooks' own libraries,
+    imported after the kernel machinery in a template server (working in the notebooks'
+    folder, which some libraries read at import); a library that fails to import only costs
+    warmth, one that starts a thread makes the template unusable.
     """
     import atexit
     import contextlib
@@ -70,11 +74,15 @@ def _fork_server_main(preload: list[str], launcher: str) -> None:
     if os.path.realpath(sys.path[0]) == os.path.realpath(os.path.dirname(sys.argv[0])):
         del sys.path[0]  # the script's folder, like the cwd `python -m ipykernel_launcher` drops
     start_env = dict(os.environ)
-    for name in preload:
+    if warm and not os.environ.get("MPLBACKEND"):
+        # what ipykernel sets before any user code: matplotlib picks its backend at import
+        os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    for name in [*preload, *warm]:
         with contextlib.suppress(Exception):  # a module that fails to import only costs warmth
             importlib.import_module(name)
     # Variables set by those imports (debugpy sets some), which a kernel would set itself.
     import_env = {k: v for k, v in os.environ.items() if start_env.get(k) != v}
+    import_env.pop("MPLBACKEND", None)  # the kernel sets it again, or the user's wins
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # stray prints from imported code must not corrupt the replies
 
@@ -101,6 +109,12 @@ def _fork_server_main(preload: list[str], launcher: str) -> None:
             for fd in (wake_r, wake_w, reply_fd):
                 os.close(fd)
             os.setsid()  # own process group: a kill also takes the kernel's subprocesses
+            # A fresh process must not share the template's random state: numpy's legacy
+            # global generator was seeded at import (Python's random reseeds itself at fork).
+            numpy = sys.modules.get("numpy")
+            if numpy is not None:
+                with contextlib.suppress(Exception):
+                    numpy.random.seed()
             log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             os.dup2(log, 1)
@@ -164,12 +178,21 @@ def _fork_server_main(preload: list[str], launcher: str) -> None:
 class ForkServer:
     """The pool's end of the fork server: requests down one pipe, replies up the other."""
 
-    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: Mapping[str, str],
+        warm: tuple[str, ...] = (),
+        cwd: Path | None = None,
+    ) -> None:
         launcher = importlib.util.find_spec("ipykernel_launcher")
         if launcher is None or launcher.origin is None:
             raise KernelError("ipykernel is not installed")
+        # each server in a folder of its own, which it removes when it exits
+        workdir = Path(tempfile.mkdtemp(prefix="server-", dir=workdir))
         script, self._log_path = workdir / "fork_server.py", workdir / "fork_server.log"
-        call = f"_fork_server_main({list(_PRELOAD)!r}, {launcher.origin!r})"
+        self.warm = warm
+        call = f"_fork_server_main({list(_PRELOAD)!r}, {launcher.origin!r}, {list(warm)!r})"
         try:
             source = inspect.getsource(_fork_server_main)
             script.write_text(f"from __future__ import annotations\nfrom typing import Any\n\n"
@@ -182,7 +205,7 @@ class ForkServer:
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=log,
-                    cwd=workdir,
+                    cwd=cwd or workdir,
                     env=dict(env),
                     start_new_session=True,
                 )

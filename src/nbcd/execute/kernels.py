@@ -50,6 +50,7 @@ __all__ = ["KernelHandle", "KernelPool"]
 _log = logging.getLogger(__name__)
 
 _RECONNECT_MS = 5
+_Where = tuple[Path, frozenset[str]]  # a kernel's working folder and the libraries it imports
 
 
 @dataclass(eq=False)
@@ -96,6 +97,11 @@ class KernelPool:
     start overlaps this notebook's run. A spare serves only that folder: IPython records the
     folder it starts in, so a kernel cannot move without leaving a trace. Use the pool from
     one event loop (or only through the blocking methods).
+
+    With ``warm_imports``, :meth:`plan` starts a *template* fork server per folder and set of
+    libraries that notebooks there import; a kernel asked for with ``imports`` is forked from
+    the template with the most of them that imports nothing else, so its notebook does not
+    pay for importing them. It is still a fresh process with no user state.
     """
 
     def __init__(
@@ -106,6 +112,8 @@ class KernelPool:
         forked: bool = True,
         prestart: bool = True,
         startup_timeout: float = 60.0,
+        warm_imports: bool = True,
+        max_templates: int = 4,
     ) -> None:
         self.size = size
         self.kernel_name = kernel_name
@@ -116,8 +124,11 @@ class KernelPool:
         self._slots = asyncio.Semaphore(size)
         self._held: set[KernelHandle] = set()
         self._live: set[KernelHandle] = set()
-        self._spare: tuple[Path, asyncio.Future[KernelHandle]] | None = None
+        self._spare: tuple[_Where, asyncio.Future[KernelHandle]] | None = None
         self._server: ForkServer | None = None
+        self.warm_imports = warm_imports
+        self.max_templates = max_templates
+        self._templates: dict[_Where, asyncio.Future[ForkServer | None]] = {}
         self._context: zmq.asyncio.Context | None = None
         self._workdir: Path | None = None
 
@@ -147,11 +158,54 @@ class KernelPool:
                 self._workdir.mkdir(exist_ok=True)  # a server removes it on its way out
                 self._server, self.forked = None, False
 
+    def plan(self, cwd: Path | str, imports: frozenset[str]) -> None:
+        """Start, in the background, a template for kernels in cwd that import these."""
+        where = (Path(cwd).resolve(), frozenset(imports))
+        usable = self._server is not None and self.warm_imports and where[1]
+        if not usable or where in self._templates or len(self._templates) >= self.max_templates:
+            return
+        self._templates[where] = asyncio.ensure_future(self._start_template(where))
+
+    async def _start_template(self, where: _Where) -> ForkServer | None:
+        assert self._workdir is not None
+        cwd, imports = where
+        server = None
+        try:
+            env = {**os.environ, **self.env}
+            server = ForkServer(self._workdir, env, warm=tuple(sorted(imports)), cwd=cwd)
+            await server.wait_ready(self.startup_timeout)
+            return server
+        except (KernelError, OSError) as exc:  # a template that fails only costs warmth
+            _log.info("no warm template for %s in %s: %s", sorted(imports), cwd, exc)
+            if server is not None:
+                await asyncio.to_thread(server.close)
+            return None
+        except BaseException:  # cancelled while it started: its process must not outlive us
+            if server is not None:
+                await asyncio.shield(asyncio.to_thread(server.close))
+            raise
+
+    async def _server_for(self, where: _Where) -> ForkServer | None:
+        """The template with the most of a kernel's imports and nothing else, or the base."""
+        cwd, imports = where
+        fits = [w for w in self._templates if w[0] == cwd and w[1] <= imports]
+        for best in sorted(fits, key=lambda w: len(w[1]), reverse=True):
+            server = await self._templates[best]
+            if server is not None:
+                return server
+        return self._server
+
     async def close(self) -> None:
-        """Kill every kernel, the spare too, stop the fork server, remove temporary files."""
+        """Kill every kernel, the spare too, stop the fork servers, remove temporary files."""
         await self._drop_spare()
         for handle in list(self._live):
             await self.release(handle)
+        for template in self._templates.values():
+            template.cancel()
+            with contextlib.suppress(BaseException):
+                if server := await template:
+                    await asyncio.to_thread(server.close)
+        self._templates.clear()
         if self._server is not None:
             await asyncio.to_thread(self._server.close)
             self._server = None
@@ -169,22 +223,27 @@ class KernelPool:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def acquire(self, cwd: Path | str) -> KernelHandle:
-        """Return a fresh kernel working in ``cwd``, ready to execute; wait for a free slot."""
+    async def acquire(self, cwd: Path | str, imports: frozenset[str] = frozenset()) -> KernelHandle:
+        """Return a fresh kernel working in ``cwd``, ready to execute; wait for a free slot.
+
+        ``imports`` are the libraries its notebook imports: the kernel comes from the best
+        template :meth:`plan` started for them, if any.
+        """
         cwd = Path(cwd).resolve()
         if not cwd.is_dir():
             raise KernelError(f"cannot start a kernel in {cwd}: not a directory")
+        where = (cwd, frozenset(imports))
         await self._slots.acquire()
         began = time.perf_counter()
         try:
-            handle = await self._take_spare(cwd) or await self._start_kernel(cwd)
+            handle = await self._take_spare(where) or await self._start_kernel(where)
         except BaseException:
             self._slots.release()
             raise
         self._held.add(handle)
         handle.startup_seconds = time.perf_counter() - began
         if self.prestart and self._spare is None:  # else a concurrent acquire() made one
-            self._spare = cwd, asyncio.ensure_future(self._start_kernel(cwd))
+            self._spare = where, asyncio.ensure_future(self._start_kernel(where))
         return handle
 
     async def release(self, handle: KernelHandle) -> None:
@@ -208,8 +267,8 @@ class KernelPool:
         await handle.km.cleanup_resources()
         handle.log_path.unlink(missing_ok=True)
 
-    async def _take_spare(self, cwd: Path) -> KernelHandle | None:
-        if self._spare is not None and self._spare[0] != cwd:
+    async def _take_spare(self, where: _Where) -> KernelHandle | None:
+        if self._spare is not None and self._spare[0] != where:
             await self._drop_spare()
         if self._spare is None:
             return None
@@ -230,16 +289,18 @@ class KernelPool:
             if not spare.cancelled() and spare.exception() is None:
                 await self.release(spare.result())
 
-    async def _start_kernel(self, cwd: Path) -> KernelHandle:
+    async def _start_kernel(self, where: _Where) -> KernelHandle:
         assert self._workdir is not None, "KernelPool used before start()"
+        cwd = where[0]
+        server = await self._server_for(where) if self._server is not None else None
         km = AsyncKernelManager(kernel_name=self.kernel_name, context=self._context)
         km.kernel_id = str(uuid.uuid4())
         log_path = self._workdir / f"kernel-{km.kernel_id}.log"
-        if self._server is not None:
+        if server is not None:
             km.provisioner = ForkProvisioner(
                 kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km
             )
-            km.provisioner.server, km.provisioner.log_path = self._server, str(log_path)
+            km.provisioner.server, km.provisioner.log_path = server, str(log_path)
         # The client exists before the kernel so that every failure cleans up one way.
         handle = KernelHandle(km, km.client(context=self._context), cwd, self.forked, log_path)
         self._live.add(handle)
@@ -299,9 +360,9 @@ class KernelPool:
     def __exit__(self, *exc_info: object) -> None:
         run_sync(self.close)()
 
-    def acquire_sync(self, cwd: Path | str) -> KernelHandle:
+    def acquire_sync(self, cwd: Path | str, imports: frozenset[str] = frozenset()) -> KernelHandle:
         """Blocking :meth:`acquire`."""
-        handle: KernelHandle = run_sync(self.acquire)(cwd)
+        handle: KernelHandle = run_sync(self.acquire)(cwd, imports)
         return handle
 
     def release_sync(self, handle: KernelHandle) -> None:

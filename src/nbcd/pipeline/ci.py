@@ -28,7 +28,7 @@ from nbcd.pipeline.summary import (
     write_summary,
 )
 from nbcd.report.options import report_options
-from nbcd.testing.runner import SKIP_EXECUTION_TAG
+from nbcd.testing.markers import SKIP_EXECUTION_TAG
 
 if TYPE_CHECKING:
     from nbcd.execute.executor import ExecutionResult

@@ -64,6 +64,11 @@ class TestOptions:
     )
     cache: bool = option(True, flag="--no-cache", help="Run every notebook, even unchanged ones.")
     fork: bool = option(True, flag="--no-fork", help="Start kernels the ordinary way (slower).")
+    warm_imports: bool = option(
+        True,
+        flag="--no-warm-imports",
+        help="Do not fork kernels from templates that imported the notebooks' libraries.",
+    )
     cache_dir: Path | None = None  # not an option: BUILD/nbcd/cache of the project
 
 

@@ -26,6 +26,7 @@ from nbcd.errors import (
     exit_code_of,
     worst_exit_code,
 )
+from nbcd.execute.imports import notebook_imports
 from nbcd.notebook import cell_label, display_path, kernel_name, read_notebook
 from nbcd.options import verdict_of
 from nbcd.testing.cache import InputState, Lookup, PassCache, notebook_parts
@@ -36,7 +37,7 @@ from nbcd.testing.compare import (
     load_sanitizers,
     unexpected_error,
 )
-from nbcd.testing.markers import cell_markers
+from nbcd.testing.markers import SKIP_EXECUTION_TAG, cell_markers
 from nbcd.testing.options import TestOptions
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["NotebookOutcome", "TestOptions", "TestReport", "compare_options", "run_tests"]
 
 Status = Literal["passed", "failed", "error", "cached"]
-SKIP_EXECUTION_TAG = "skip-execution"
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,9 @@ async def async_run_tests(
         try:
             if pool is not None:
                 await pool.__aenter__()
+                for _, item in pending:  # templates start while the first notebooks run
+                    if item.kernel == pool.kernel_name:
+                        pool.plan(item.path.parent, item.imports)
             await asyncio.gather(*(one(index, item) for index, item in pending))
         finally:
             if pool is not None:
@@ -189,7 +192,9 @@ def _open_pool(jobs: int, options: TestOptions) -> Any:
         from nbcd.execute.kernels import KernelPool
     except ImportError:
         return None
-    return KernelPool(size=jobs, kernel_name=options.kernel or "python3")
+    return KernelPool(
+        size=jobs, kernel_name=options.kernel or "python3", warm_imports=options.warm_imports
+    )
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,7 @@ class _Pending:
     kernel: str
     parts: dict[str, str]
     lookup: Lookup | None
+    imports: frozenset[str] = frozenset()  # installed libraries its code cells import
 
 
 def _check(path: Path, options: TestOptions, cache: PassCache | None) -> NotebookOutcome | _Pending:
@@ -232,7 +238,8 @@ def _check(path: Path, options: TestOptions, cache: PassCache | None) -> Noteboo
         return NotebookOutcome(path, "error", 0.0, str(error), error=error)
     except NbcdError as exc:
         return NotebookOutcome(path, "error", 0.0, str(exc), error=exc)
-    return _Pending(path, stored, kernel, parts, lookup)
+    imports = notebook_imports(stored) if options.warm_imports else frozenset()
+    return _Pending(path, stored, kernel, parts, lookup, imports)
 
 
 def _json_of(raw: bytes) -> dict[str, Any]:
@@ -256,7 +263,7 @@ async def _test_one(
     started, started_at = time.perf_counter(), time.time()
     reason = item.lookup.reason if item.lookup is not None else "cache off"
     try:
-        fresh = await _execute(path, _prepared(stored), item.kernel, options, pool, cache)
+        fresh = await _execute(item, _prepared(stored), options, pool, cache)
     except NbcdError as exc:
         took = time.perf_counter() - started
         return NotebookOutcome(path, "error", took, str(exc), error=exc, reason=reason), None
@@ -290,25 +297,25 @@ def _used(inputs: RecordedInputs | None, notebook: Path) -> list[InputState]:
 
 
 async def _execute(
-    path: Path,
+    item: _Pending,
     nb: NotebookNode,
-    kernel: str,
     options: TestOptions,
     pool: Any,
     cache: PassCache | None,
 ) -> ExecutionResult:
     from nbcd.execute.executor import async_execute_notebook
 
+    folder = item.path.parent
     # notebooks of another kernel than the pool's start their kernel the ordinary way
-    pooled = pool is not None and kernel == pool.kernel_name
-    handle = await pool.acquire(path.parent) if pooled else None
+    pooled = pool is not None and item.kernel == pool.kernel_name
+    handle = await pool.acquire(folder, item.imports) if pooled else None
     try:
         # every cell runs even after an error, as in nbval, so that all problems are
         # reported; which errors were expected is decided afterwards from the cell markers
         return await async_execute_notebook(
             nb,
-            cwd=path.parent,
-            kernel_name=kernel,
+            cwd=folder,
+            kernel_name=item.kernel,
             timeout=options.timeout,
             allow_errors=True,
             km=handle.km if handle else None,
