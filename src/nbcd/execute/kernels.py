@@ -268,7 +268,8 @@ class KernelPool:
         handle.log_path.unlink(missing_ok=True)
 
     async def _take_spare(self, where: _Where) -> KernelHandle | None:
-        if self._spare is not None and self._spare[0] != where:
+        # a loop: while one spare is dropped, a concurrent acquire() may make another
+        while self._spare is not None and self._spare[0] != where:
             await self._drop_spare()
         if self._spare is None:
             return None

@@ -23,7 +23,7 @@ from typing import Any
 __all__ = ["INSTALL", "REPORT", "RecordedInputs", "parse_report"]
 
 _RECORDER = r"""
-import json, os, sys, sysconfig
+import json, os, sys, sysconfig, tempfile
 
 _written = set()
 _read = {}
@@ -68,7 +68,9 @@ def _ignored_prefixes():
     home = os.path.expanduser("~")
     roots |= {os.path.join(home, d) for d in (".cache", ".config", ".ipython", ".local",
                                                ".jupyter", ".matplotlib", ".keras")}
-    return tuple(os.path.realpath(r).rstrip(os.sep) + os.sep for r in roots if r)
+    prefixes = tuple(os.path.realpath(r).rstrip(os.sep) + os.sep for r in roots if r)
+    # ipykernel's own copies of cells, read back to format tracebacks
+    return prefixes + (os.path.join(os.path.realpath(tempfile.gettempdir()), "ipykernel_"),)
 
 
 def report():

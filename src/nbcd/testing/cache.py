@@ -189,8 +189,9 @@ def notebook_parts(
     return {
         "folder": _digest(str(path.parent.resolve())),
         "code": _digest([code, kernelspec.get("name"), metadata.get("nbcd")]),
-        "stored outputs": _digest(outputs),
+        # options first: changing the mode also changes which outputs count
         "options": _digest(options),
+        "stored outputs": _digest(outputs),
         "declared inputs": _digest([[str(p), _content(p)] for p in declared]),
         "kernel environment": environment_fingerprint(kernel_interpreter(kernel)),
         "nbcd": nbcd_fingerprint(),

@@ -224,7 +224,9 @@ def _check(path: Path, options: TestOptions, cache: PassCache | None) -> Noteboo
                 path,
                 data,
                 compare_outputs=options.mode == "compare",
-                options=verdict_of(options),
+                # the kernel that will run, so `--kernel python3` on a python3 notebook is
+                # no change
+                options=verdict_of(replace(options, kernel=kernel)),
                 kernel=kernel,
             )
             lookup = cache.lookup(path, parts)
