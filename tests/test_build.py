@@ -337,11 +337,14 @@ def test_an_nbcd_from_a_source_folder_ships_as_a_wheel_built_once(
 
     monkeypatch.setattr(nbcd.build.lock, "_nbcd_source", lambda: (source, None))
     monkeypatch.setattr(nbcd.build.lock, "_pip_wheel", pip_wheel)
+    monkeypatch.setenv("NBCD_CACHE_DIR", str(tmp_path / "user-cache"))
 
     first = build_context(load_config(plain), docker=False)
+    shutil.rmtree(plain / "out")  # a clean build folder keeps the user-level wheel cache
     second = build_context(load_config(plain), docker=False)
 
     assert len(builds) == 1  # the second build found the wheel in the cache
+    assert list((tmp_path / "user-cache" / "wheels").glob("*/nbcd-*.whl"))
     assert builds[0] != source  # pip builds in a copy: setuptools writes build/ where it runs
     assert (
         first.wheel

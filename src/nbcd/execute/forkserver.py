@@ -37,6 +37,7 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import LocalProvisioner
 
 from nbcd.errors import KernelError
+from nbcd.execute.imports import SNIFFERS
 
 __all__ = ["POLL_S", "ForkProvisioner", "ForkServer"]
 
@@ -50,14 +51,15 @@ _PRELOAD = (
 POLL_S = 0.002  # between liveness checks while killing: cheap, and a kill takes ~1 ms
 
 
-def _fork_server_main(preload: list[str], launcher: str, warm: list[str]) -> None:
+def _fork_server_main(preload: list[str], launcher: str, warm: list[str], avoid: list[str]) -> None:
     """Fork a kernel per JSON request line on stdin; report pids and exit codes on stdout.
 
     Runs in the server, copied there as source: importing the nbcd package instead would load
     all of nbcd's dependencies into every kernel. ``warm`` are the notebooks' own libraries,
     imported after the kernel machinery in a template server (working in the notebooks'
     folder, which some libraries read at import); a library that fails to import only costs
-    warmth, one that starts a thread makes the template unusable.
+    warmth; one that starts a thread, or pulls in a library in ``avoid`` (those that inspect
+    their surroundings at import), makes the template unusable.
     """
     import atexit
     import contextlib
@@ -77,9 +79,32 @@ def _fork_server_main(preload: list[str], launcher: str, warm: list[str]) -> Non
     if warm and not os.environ.get("MPLBACKEND"):
         # what ipykernel sets before any user code: matplotlib picks its backend at import
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    for name in [*preload, *warm]:
+    for name in preload:
         with contextlib.suppress(Exception):  # a module that fails to import only costs warmth
             importlib.import_module(name)
+    loaded = set(sys.modules)  # what the warm imports add starts here
+
+    class KernelStandIn:
+        """What `get_ipython()` gives at import in a kernel, as far as "is this a kernel?" goes.
+
+        pandas, for one, sizes display.max_columns at import by asking exactly that.
+        """
+
+        kernel = None
+
+        def __getattr__(self, name: str) -> Any:
+            raise AttributeError(name)
+
+    import builtins
+
+    builtins.get_ipython = KernelStandIn  # type: ignore[attr-defined]
+    failed = []
+    for name in warm:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    del builtins.get_ipython  # type: ignore[attr-defined]
     # Variables set by those imports (debugpy sets some), which a kernel would set itself.
     import_env = {k: v for k, v in os.environ.items() if start_env.get(k) != v}
     import_env.pop("MPLBACKEND", None)  # the kernel sets it again, or the user's wins
@@ -91,6 +116,11 @@ def _fork_server_main(preload: list[str], launcher: str, warm: list[str]) -> Non
 
     if threading.active_count() > 1:  # forking a threaded process can deadlock the child
         return reply({"error": f"preloaded modules started threads: {threading.enumerate()}"})
+    if failed:  # half-imported packages would make kernels unlike fresh ones
+        return reply({"error": f"warm imports failed: {failed}"})
+    pulled = sorted(name for name in avoid if name in sys.modules and name not in loaded)
+    if pulled:
+        return reply({"error": f"warm imports pulled in {pulled}, which must load in a kernel"})
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -192,7 +222,8 @@ class ForkServer:
         workdir = Path(tempfile.mkdtemp(prefix="server-", dir=workdir))
         script, self._log_path = workdir / "fork_server.py", workdir / "fork_server.log"
         self.warm = warm
-        call = f"_fork_server_main({list(_PRELOAD)!r}, {launcher.origin!r}, {list(warm)!r})"
+        arguments = [list(_PRELOAD), launcher.origin, list(warm), sorted(SNIFFERS)]
+        call = f"_fork_server_main(*{arguments!r})"
         try:
             source = inspect.getsource(_fork_server_main)
             script.write_text(f"from __future__ import annotations\nfrom typing import Any\n\n"

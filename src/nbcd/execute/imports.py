@@ -16,15 +16,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["installed_imports", "notebook_imports"]
+__all__ = ["SNIFFERS", "installed_imports", "notebook_imports"]
 
 # already in every kernel, or meaningless to warm
 _SKIPPED = frozenset({"IPython", "ipykernel", "jupyter_client", "nbcd", "__future__"})
-# libraries that look at their surroundings when imported (is this a Jupyter kernel? which
-# display? GPU threads?), which a template process is not yet: imported in the kernel only
-_SNIFFERS = frozenset(
+# Libraries that do more than ask "am I in a Jupyter kernel?" when imported (register
+# display hooks, widgets, comms, start GPU or scheduler threads): imported in the kernel only.
+# The plain question is answered in the template as a kernel would (see the fork server).
+SNIFFERS = frozenset(
     {"tqdm", "ipywidgets", "plotly", "bokeh", "panel", "holoviews", "altair", "torch",
-     "tensorflow", "jax", "dask", "distributed", "ray", "pyspark", "IPython", "matplotlib_inline"}
+     "tensorflow", "jax", "dask", "distributed", "ray", "pyspark", "IPython",
+     "matplotlib_inline"}
 )  # fmt: skip
 
 
@@ -63,7 +65,7 @@ def installed_imports(names: Iterable[str]) -> frozenset[str]:
 
 @functools.cache
 def _is_installed(top: str) -> bool:
-    if top in _SKIPPED or top in _SNIFFERS or top in sys.stdlib_module_names:
+    if top in _SKIPPED or top in SNIFFERS or top in sys.stdlib_module_names:
         return False
     try:
         spec = importlib.util.find_spec(top)
