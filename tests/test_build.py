@@ -340,7 +340,10 @@ def test_an_nbcd_from_a_source_folder_ships_as_a_wheel_built_once(
     monkeypatch.setenv("NBCD_CACHE_DIR", str(tmp_path / "user-cache"))
 
     first = build_context(load_config(plain), docker=False)
-    shutil.rmtree(plain / "out")  # a clean build folder keeps the user-level wheel cache
+    # the build folder's own files go (the model stays: it is an input here); the wheel
+    # cache is the user's, not the build folder's
+    shutil.rmtree(plain / "out" / "docker")
+    shutil.rmtree(plain / "out" / "nbcd", ignore_errors=True)
     second = build_context(load_config(plain), docker=False)
 
     assert len(builds) == 1  # the second build found the wheel in the cache

@@ -78,3 +78,30 @@ def test_report_settings(tmp_path: Path) -> None:
     write_project(tmp_path, "[tool.nbcd]\n[tool.nbcd.report]\nhide = true\n")
     with pytest.raises(ConfigError, match="unknown key 'hide'"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"[tool.nbcd]\nbuild_dir = 'b\xe9ton'\n", r"not UTF-8 text \(byte 0xe9 at offset 26\)"),
+        (b"[tool.nbcd]\nx = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+        (b"tool = { nbcd = 1 }  # [tool.nbcd]\n", r"\[tool\.nbcd\] must be a table, not int"),
+    ],
+)
+def test_when_pyproject_cannot_be_decoded_then_one_config_error_names_it(
+    tmp_path: Path, raw: bytes, message: str
+) -> None:
+    (tmp_path / "pyproject.toml").write_bytes(raw)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(tmp_path)
+    assert str(info.value).startswith(str(tmp_path / "pyproject.toml"))
+    assert "\n" not in str(info.value)
+
+
+def test_when_another_tools_pyproject_is_not_utf8_then_it_is_not_nbcds_to_judge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pyproject.toml").write_bytes(b"[tool.black]\n# caf\xe9\n")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert load_config(tmp_path / "sub").source is None

@@ -15,6 +15,7 @@ from nbcd.errors import (
     KernelError,
     KernelNotFoundError,
     UsageError,
+    WriteError,
     exit_code_of,
     worst_exit_code,
 )
@@ -32,6 +33,7 @@ from tests.conftest import NotebookFactory, run_cli
         (ConfigError("x"), 2),
         (KernelNotFoundError("nope"), 2),
         (FileNotFoundError("x"), 2),
+        (WriteError("x", "y"), 2),
         (KernelError("x"), 3),
         (KernelDiedError("x"), 3),
         (CellTimeoutError("x"), 3),

@@ -37,6 +37,7 @@ SAMPLES: dict[str, Any] = {
     "jobs": 3,
     "cache": False,
     "fork": False,
+    "warm_imports": False,
     "ignore": ["NB101"],
     "required_sections": ["Collect"],
     "max_output_bytes": 10,

@@ -87,3 +87,32 @@ def test_parameters_file(tmp_path: Path) -> None:
         load_parameters_file(path)
     with pytest.raises(ParameterError, match="no such parameters file"):
         load_parameters_file(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"city: M\xfcnchen\n", r"not UTF-8 text \(byte 0xfc at offset 7\); save it as UTF-8"),
+        (b"my key: 1\n", "'my key' is not a valid parameter name"),
+        (b"k: " + b"[" * 5000 + b"\n", r"not valid YAML.*\(nested too deeply\)"),
+    ],
+)
+def test_when_parameters_file_is_unusable_then_one_line_names_it(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ParameterError, match=message) as info:
+        load_parameters_file(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_when_parameters_file_is_a_folder_then_it_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match="is a folder, not a parameters file"):
+        load_parameters_file(tmp_path)
+
+
+def test_when_a_value_nests_too_deep_then_the_error_stays_one_short_line() -> None:
+    with pytest.raises(ParameterError, match=r"nested too deeply") as info:
+        parse_value("x", "[" * 100_000)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 250

@@ -53,6 +53,7 @@ def test_public_names_are_pinned_and_sorted() -> None:
     ("name", "code"),
     [
         ("UsageError", 2),
+        ("WriteError", 2),
         ("ParameterError", 2),
         ("ConfigError", 2),
         ("NotebookError", 2),

@@ -97,6 +97,7 @@ def _huge_output(nb: NotebookNode) -> None:
 FIRING: dict[str, Callable[[NotebookNode], None]] = {
     "NB002": _set("nbformat", 3),
     "NB003": _no_kernelspec,
+    "NB004": _set("nbformat_minor", 4),  # cell ids on a notebook that says it is 4.4
     "NB101": _reorder,
     "NB102": _add_code("  \n"),
     "NB103": _no_title,
@@ -312,4 +313,46 @@ def test_when_fix_oversize_then_oversize_outputs_are_cleared() -> None:
     _huge_output(nb)
     assert fix_notebook(nb, "nb.ipynb", LintOptions(fix_oversize=True)) == 1
     assert nb.cells[4].outputs == []
+    assert codes(nb) == []
+
+
+def _cell_ids(*ids: str | None) -> NotebookNode:
+    """The clean notebook with these cell ids on its first cells (None: no id at all)."""
+    nb = clean_notebook()
+    for cell, cell_id in zip(nb.cells, ids, strict=False):
+        if cell_id is None:
+            del cell["id"]
+        else:
+            cell["id"] = cell_id
+    return nb
+
+
+@pytest.mark.parametrize(
+    ("nb", "cell", "words"),
+    [
+        (_cell_ids("a", None), 2, "the cell has no id"),
+        (_cell_ids("a", "b", "a"), 3, "the cell repeats the id 'a' of cell 1"),
+        (_cell_ids("a", "not an id"), 2, "the cell has the malformed id 'not an id'"),
+    ],
+    ids=["missing", "repeated", "malformed"],
+)
+def test_when_a_cell_id_needs_repair_then_normalized_names_the_cell(
+    nb: NotebookNode, cell: int, words: str
+) -> None:
+    [finding] = run_rules(nb, "nb.ipynb", OPTIONS)
+    assert (finding.code, finding.cell, finding.severity) == ("NB004", cell, "warning")
+    assert finding.message.startswith(words) and "unique id" in finding.message
+
+
+def test_when_ids_are_on_nbformat_4_4_then_normalized_says_how_to_fix_the_file() -> None:
+    nb = clean_notebook()
+    nb.nbformat_minor = 4
+    [finding] = run_rules(nb, "nb.ipynb", OPTIONS)
+    assert (finding.code, finding.cell) == ("NB004", None)
+    assert "set nbformat_minor to 5 or remove the ids" in finding.message
+
+
+def test_when_a_cell_is_tagged_noqa_then_its_id_problem_is_silenced() -> None:
+    nb = _cell_ids("a", None)
+    nb.cells[1].metadata["tags"] = ["nbcd-noqa=NB004"]
     assert codes(nb) == []

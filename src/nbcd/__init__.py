@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from nbcd.scaffold.project import ScaffoldResult, init_project
     from nbcd.serve.app import create_app
     from nbcd.serve.predict import PredictResult, predict_file
-    from nbcd.testing.runner import TestOptions, TestReport, run_tests
+    from nbcd.testing.options import TestOptions
+    from nbcd.testing.runner import TestReport, run_tests
 
 __all__ = [
     "BuildResult",
@@ -78,7 +79,7 @@ __getattr__ = exports(
         "RunResult": "nbcd.execute.run",
         "ScaffoldResult": "nbcd.scaffold.project",
         "SiteResult": "nbcd.report.site",
-        "TestOptions": "nbcd.testing.runner",
+        "TestOptions": "nbcd.testing.options",
         "TestReport": "nbcd.testing.runner",
         "build_context": "nbcd.build.context",
         "build_site": "nbcd.report.site",

@@ -93,9 +93,35 @@ def find_project_root(start: Path) -> Path | None:
         here = here.parent
     for folder in (here, *here.parents):
         candidate = folder / "pyproject.toml"
-        if candidate.is_file() and "[tool.nbcd" in candidate.read_text(encoding="utf-8"):
+        # bytes: a pyproject.toml of some other tool is not nbcd's to judge, whatever its encoding
+        if candidate.is_file() and b"[tool.nbcd" in _read_bytes(candidate):
             return folder
     return None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """A pyproject.toml's tables; not UTF-8 or not TOML is one ConfigError naming the file."""
+    raw = _read_bytes(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}); "
+            "TOML files must be UTF-8, save it as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:  # tomllib recurses per level of nested arrays and inline tables
+        raise ConfigError(f"{path}: not valid TOML (nested too deeply)") from None
 
 
 def load_config(start: Path | None = None) -> Config:
@@ -108,11 +134,11 @@ def load_config(start: Path | None = None) -> Config:
     if root is None:
         return Config(root=Path.cwd().resolve(), build_dir=Path.cwd().resolve() / "build")
     source = root / "pyproject.toml"
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML ({exc})") from None
-    table = data.get("tool", {}).get("nbcd", {})
+    data = _read_toml(source)
+    tool = data.get("tool", {})
+    table = tool.get("nbcd", {}) if isinstance(tool, dict) else {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [tool.nbcd] must be a table, not {type(table).__name__}")
     config = _parse(table, root, source)
     project = data.get("project")
     return replace(config, project=project) if isinstance(project, dict) else config

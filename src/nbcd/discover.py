@@ -10,6 +10,7 @@ build folder, where executed copies of the notebooks live.
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -69,7 +70,10 @@ def find_notebooks(config: Config, paths: Sequence[Path] = ()) -> list[Path]:
     for path in paths:
         if path.is_dir():
             accept = lambda p: p.suffix == ".ipynb"  # noqa: E731
-            found.update(dict.fromkeys(p.resolve() for p in walk(path, accept, config.build_dir)))
+            # realpath, not resolve(): a symlink loop inside a folder is that file's problem
+            # (reported by the command that reads it), not the whole batch's
+            walked = walk(path, accept, config.build_dir)
+            found.update(dict.fromkeys(Path(os.path.realpath(p)) for p in walked))
         elif path.is_file():
             found[path.resolve()] = None
         else:

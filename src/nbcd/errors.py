@@ -8,7 +8,8 @@ test stage, the run stage and `nbcd ci` agree on every exit code through :func:`
     NbcdError                     (root; exit_code 1)
     ├── UsageError                exit 2: a flag, argument or parameter value is wrong
     │   ├── ParameterError        a -p/-f value that cannot be parsed or injected
-    │   └── KernelNotFoundError   no kernel of that name is installed
+    │   ├── KernelNotFoundError   no kernel of that name is installed
+    │   └── WriteError            an output cannot be written (nbcd.files; also an OSError)
     ├── ConfigError               exit 2: [tool.nbcd] in pyproject.toml is invalid
     ├── NotebookError             exit 2: a notebook is missing, not JSON, not nbformat 4
     ├── ModelError                exit 2: a model artifact is missing, invalid or untrusted
@@ -38,6 +39,7 @@ __all__ = [
     "NotebookError",
     "ParameterError",
     "UsageError",
+    "WriteError",
     "exit_code_of",
     "worst_exit_code",
 ]
@@ -73,6 +75,32 @@ class KernelNotFoundError(UsageError):
             "list them with `jupyter kernelspec list` or pass --kernel"
         )
         self.kernel_name = kernel_name
+
+
+class WriteError(UsageError, OSError):
+    """An output cannot be written: ``PATH: cannot write (reason)``; nothing was replaced.
+
+    ``nbcd.files`` raises it for every OSError of its writers, so a full disk, a folder where
+    a file should go or a path under a regular file is one line, never a traceback. It is
+    still an OSError (``errno``, ``strerror`` = reason, ``filename`` = PATH), so code that
+    handled a failed write as an OSError keeps doing so.
+    """
+
+    def __init__(self, path: object, reason: str, errno: int | None = None) -> None:
+        super().__init__(f"{path}: cannot write ({reason})")
+        self.path = path
+        self.reason = reason
+        self.errno = errno
+        self.strerror = reason
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        # OSError would print "[Errno 28] reason: 'path'"; the one-line message is the point
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[type[WriteError], tuple[object, str, int | None]]:
+        # pickling (worker processes) rebuilds the error from its arguments, not the message
+        return (type(self), (self.path, self.reason, self.errno))
 
 
 class ConfigError(NbcdError):

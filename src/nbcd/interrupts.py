@@ -13,7 +13,14 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["Interrupted", "interruptible"]
+__all__ = ["Interrupted", "interruptible", "requested"]
+
+_requested: list[int] = []  # the signal that asked nbcd to stop, once one has
+
+
+def requested() -> bool:
+    """Whether a stop was asked for: work finishing now is being cut short, not judged."""
+    return bool(_requested)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -37,8 +44,10 @@ def interruptible() -> Iterator[None]:
         # one stop is enough: a second signal during clean-up must not cut it short
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+        _requested.append(signum)
         raise Interrupted(signum)
 
+    _requested.clear()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, handler)

@@ -27,12 +27,13 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from nbcd.errors import ModelError
-from nbcd.files import atomic_writer, file_sha256
+from nbcd.files import JSONFileError, atomic_writer, file_sha256, load_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -214,29 +215,44 @@ def library_versions() -> dict[str, str]:
 def _read_metadata(json_path: Path) -> dict[str, Any]:
     """Read and check model.json; every problem becomes a one-line ModelError."""
     try:
-        metadata = json.loads(json_path.read_text(encoding="utf-8"))
+        metadata = load_json(json_path.read_bytes(), json_path)
     except FileNotFoundError:
         raise ModelError(
             f"{json_path} is missing: the model artifact is incomplete; save the model again"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read {json_path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
+    except OSError as exc:
+        raise ModelError(f"cannot read {json_path}: {exc.strerror or exc}") from None
+    except JSONFileError as exc:
+        raise ModelError(f"{json_path} is {exc.describe()}; save the model again") from None
+    problem = _metadata_problem(metadata)
+    if problem:
         raise ModelError(
-            f"{json_path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            "save the model again"
-        ) from exc
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("features"), list):
-        raise ModelError(
-            f"{json_path} is not nbcd model metadata (no 'features' list); save the model again"
+            f"{json_path} is not nbcd model metadata ({problem}); save the model again"
         )
     version = metadata.get("nbcd_model_format")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not _is_int(version) or not 1 <= version <= FORMAT_VERSION:
         raise ModelError(
             f"{json_path} has model format {version!r}, this nbcd reads format "
             f"{FORMAT_VERSION}; upgrade nbcd or save the model again"
         )
     return metadata
+
+
+def _metadata_problem(metadata: Any) -> str | None:
+    """What makes parsed model.json unusable by a scorer or a report, or None."""
+    features = metadata.get("features") if isinstance(metadata, dict) else None
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        return "no 'features' list of column names"
+    if not isinstance(metadata.get("metrics", {}), dict):
+        return "'metrics' is not an object"
+    checksum = metadata.get("model_sha256")
+    if checksum is not None and not isinstance(checksum, str):
+        return "'model_sha256' is not a string"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _load_trusted(model_path: Path) -> Any:

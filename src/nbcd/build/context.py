@@ -39,18 +39,13 @@ from typing import Any
 from nbcd.build.lock import installed_version, lock_requirements, nbcd_wheel
 from nbcd.config import Config
 from nbcd.errors import ModelError, UsageError
-from nbcd.files import IGNORED_ON_COPY, atomic_write_text, file_sha256, files_under, replace_folder
+from nbcd.files import load_json, IGNORED_ON_COPY, atomic_write_text, file_sha256, files_under, replace_folder
 from nbcd.lint.dockerfile import dockerfile_copy_sources
 from nbcd.lint.engine import lint_options, lint_paths
 from nbcd.lint.findings import Finding
 from nbcd.model import METADATA_FILE, MODEL_FILE
 from nbcd.notebook import display_path
 from nbcd.templating import text_template
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - exercised on Python 3.10 only
-    pass
 
 __all__ = [
     "BuildResult",
@@ -271,8 +266,8 @@ def _check_model(folder: Path) -> None:
                 "run `nbcd run` to save the model again"
             )
     try:
-        metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        metadata = load_json((folder / METADATA_FILE).read_bytes(), folder / METADATA_FILE)
+    except (OSError, ValueError) as exc:  # JSONFileError is a ValueError
         raise ModelError(f"{folder / METADATA_FILE} is not readable JSON ({exc})") from None
     expected = metadata.get("model_sha256") if isinstance(metadata, dict) else None
     if expected is not None and expected != file_sha256(folder / MODEL_FILE):

@@ -15,6 +15,7 @@ from nbcd.config import load_config
 from nbcd.discover import find_notebooks
 from nbcd.display import err, out, print_outcome, print_warnings, progress_bar
 from nbcd.errors import exit_code_of
+from nbcd.interrupts import interruptible
 from nbcd.notebook import display_path
 from nbcd.options import click_options
 from nbcd.testing.options import TestOptions
@@ -74,7 +75,7 @@ def run(
             raise click.BadParameter(f"{name!r} is not a valid parameter name", param_hint="-p")
         parameters[name] = parse_value(name, raw)
     config = load_config(notebook.parent if notebook.parent.exists() else None)
-    with progress_bar(notebook.name, counts=True) as progress:
+    with interruptible(), progress_bar(notebook.name, counts=True) as progress:
         result = run_notebook(
             config,
             notebook,
@@ -122,11 +123,12 @@ def test_command(
 
     config = load_config(paths[0] if paths and paths[0].exists() else None)
     notebooks = find_notebooks(config, paths)
-    report = run_tests(
-        notebooks,
-        test_options(config, given),
-        on_outcome=functools.partial(print_outcome, explain=explain),
-    )
+    with interruptible():
+        report = run_tests(
+            notebooks,
+            test_options(config, given),
+            on_outcome=functools.partial(print_outcome, explain=explain),
+        )
     print_warnings(report.warnings)
     if junit_xml is not None:
         from nbcd.testing.junit import write_junit

@@ -12,5 +12,6 @@ __all__ = ["cli"]
 def cli() -> None:
     """nbcd: continuous delivery for Jupyter notebooks.
 
-    Exit codes: 0 ok, 1 a check failed, 2 usage or config error, 3 a notebook could not run.
+    Exit codes: 0 ok, 1 a check failed, 2 usage or config error, 3 a notebook could not run,
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """

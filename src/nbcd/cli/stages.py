@@ -13,6 +13,7 @@ from nbcd.cli.group import cli
 from nbcd.config import load_config
 from nbcd.display import err, out, print_pipeline, stage_display
 from nbcd.errors import UsageError
+from nbcd.interrupts import interruptible
 from nbcd.lint.findings import LintOptions
 from nbcd.notebook import display_path
 from nbcd.options import click_options
@@ -120,7 +121,7 @@ def ci(
         jobs=jobs,
         require_docker=require_docker,
     )
-    with stage_display() as (started, ended):
+    with interruptible(), stage_display() as (started, ended):
         result = run_pipeline(config, options, on_stage_start=started, on_stage_end=ended)
     print_pipeline(result)
     sys.exit(result.exit_code)

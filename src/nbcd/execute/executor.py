@@ -38,7 +38,7 @@ from nbcd.notebook import source_excerpt
 
 __all__ = ["CellFailure", "ExecutionResult", "async_execute_notebook", "execute_notebook"]
 
-FailureKind = Literal["error", "timeout", "died", "kernel"]
+FailureKind = Literal["error", "timeout", "died"]
 ProgressCallback = Callable[[int, int], None]
 
 

@@ -46,10 +46,9 @@ def parse_value(name: str, raw: str) -> Any:
     """Type a command-line value by YAML rules: ints, floats, bools, null, lists, mappings."""
     try:
         return yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    except (yaml.YAMLError, RecursionError) as exc:
         raise ParameterError(
-            f"-p {name}: {raw!r} is not a valid YAML value ({problem}); "
+            f"-p {name}: {_clipped(raw)!r} is not a valid YAML value ({_yaml_problem(exc)}); "
             "quote it to pass a string, e.g. -p name \"'text'\""
         ) from None
 
@@ -60,19 +59,46 @@ def load_parameters_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParameterError(f"{path}: no such parameters file") from None
+    except IsADirectoryError:
+        raise ParameterError(f"{path}: is a folder, not a parameters file") from None
+    except UnicodeDecodeError as exc:
+        raise ParameterError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
     except OSError as exc:
-        raise ParameterError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise ParameterError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ParameterError(f"{path}: not valid YAML{where}; fix the file") from None
+        raise ParameterError(
+            f"{path}: not valid YAML{where} ({_yaml_problem(exc)}); fix the file"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise ParameterError(f"{path}: must be a mapping of parameter names to values")
+    bad = next((k for k in data if not k.isidentifier()), None)
+    if bad is not None:
+        # it would be injected as `bad = value`, a syntax error in the notebook's kernel
+        raise ParameterError(f"{path}: {bad!r} is not a valid parameter name; use a Python name")
     return data
+
+
+def _yaml_problem(exc: BaseException) -> str:
+    """PyYAML's short description of a problem (its str() spans several lines)."""
+    if isinstance(exc, RecursionError):  # the YAML composer recurses once per nesting level
+        return "nested too deeply"
+    problem = getattr(exc, "problem", None)
+    lines = str(exc).splitlines()
+    return str(problem or (lines[0] if lines else type(exc).__name__))
+
+
+def _clipped(raw: str, width: int = 60) -> str:
+    # the error must stay one line even for a huge value
+    return raw if len(raw) <= width else raw[: width - 1] + "…"
 
 
 def declared_parameters(source: str) -> tuple[str, ...]:

@@ -7,7 +7,6 @@ itself; nbcd's own fixes rewrite a notebook atomically, and only when something 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import nbformat
 from nbcd.config import Config
 from nbcd.discover import find_notebooks, walk
 from nbcd.errors import UsageError
-from nbcd.files import atomic_write_text
+from nbcd.files import JSONFileError, atomic_write_text, load_json
 from nbcd.lint.dockerfile import check_dockerfile
 from nbcd.lint.findings import FAILING_SEVERITIES, Finding, LintOptions, apply_noqa
 from nbcd.lint.requirements import check_requirements
@@ -98,15 +97,20 @@ def _structure_problem(raw: Any) -> str | None:
 
 
 def _load(path: Path, shown: str) -> tuple[dict[str, Any] | None, list[Finding]]:
-    """Read a notebook's raw JSON; a file that is not a notebook becomes an NB001 finding."""
+    """Read a notebook's raw JSON; a file that is not a notebook becomes an NB001 finding.
+
+    JSON nested too deeply for the parsers (nbcd.files.load_json) is such a file too.
+    """
     rule = RULES["NB001"]
     try:
-        raw = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        message = f"not valid JSON: {exc.msg}"
+        raw = load_json(path.read_text(encoding="utf-8-sig"), shown)
+    except JSONFileError as exc:
+        message = f"not valid JSON: {exc.msg}" if exc.kind == "syntax" else exc.reason
         return None, [rule.finding(shown, message, None, exc.lineno, exc.colno)]
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [rule.finding(shown, f"cannot read the file: {exc}")]
+    except UnicodeDecodeError as exc:
+        return None, [rule.finding(shown, f"not UTF-8 text (byte {exc.start}); save it as UTF-8")]
+    except OSError as exc:
+        return None, [rule.finding(shown, f"cannot read the file: {exc.strerror or exc}")]
     problem = _structure_problem(raw)
     if problem:
         return None, [rule.finding(shown, f"not a notebook: {problem}")]
@@ -118,12 +122,6 @@ def _write_notebook(path: Path, nb: dict[str, Any]) -> None:
     # the fixes only ever remove outputs from a notebook that was readable before.
     text = nbformat.v4.nbjson.writes(nbformat.from_dict(nb))
     atomic_write_text(path, text if text.endswith("\n") else text + "\n")
-
-
-# --- external tools -----------------------------------------------------------------------
-
-
-# --- Dockerfiles and requirements files ---------------------------------------------------
 
 
 # --- the engine ---------------------------------------------------------------------------
@@ -197,7 +195,7 @@ def lint_paths(
     return LintReport(kept, fixed, list(files), elapsed, str(root))
 
 
-# --- formatters ---------------------------------------------------------------------------
+# --- the project's defaults ----------------------------------------------------------------
 
 
 def project_lint_paths(config: Config) -> list[Path]:

@@ -77,7 +77,7 @@ class LintOptions:
         help="Skip these codes or prefixes (repeatable; adds to [tool.nbcd.lint] ignore).",
     )
     required_sections: tuple[str, ...] = option(
-        (), flag=None, help="Words each expected in some markdown heading (NB102)."
+        (), flag=None, help="Words each expected in some markdown heading (NB104)."
     )
     max_output_bytes: int = option(
         100_000, flag=None, minimum=0, help="Output bytes a cell may hold (NB202); 0: no limit."

@@ -22,6 +22,7 @@ from nbcd.lint.findings import (
     cells_of,
 )
 from nbcd.lint.leaks import find_credential, find_user_path, output_text
+from nbcd.notebook import cell_id_problems
 
 __all__ = ["RULES", "fix_notebook", "run_rules"]
 
@@ -44,6 +45,17 @@ def _check_kernelspec(nb: Notebook, path: str, options: LintOptions) -> Iterator
     spec = metadata.get("kernelspec") if isinstance(metadata, dict) else None
     if not isinstance(spec, dict) or not spec.get("name"):
         yield _rule("NB003").finding(path, "no kernelspec in the notebook metadata")
+
+
+def _check_normalized(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
+    # the same test read_notebook repairs by, so lint names exactly what nbcd had to repair
+    rule = _rule("NB004")
+    for cell, problem in cell_id_problems(nb):
+        if cell is None:
+            yield rule.finding(path, f"{problem}; set nbformat_minor to 5 or remove the ids")
+        else:
+            fix = "re-save it in Jupyter or give the cell a unique id of letters, digits, - and _"
+            yield rule.finding(path, f"the cell {problem}; {fix}", cell=cell)
 
 
 # --- structure ------------------------------------------------------------------------------
@@ -262,6 +274,17 @@ _NOTEBOOK_RULES = (
         "Without a kernelspec the executor has to guess the language and environment, and a "
         "notebook that runs on one machine picks another kernel on the next.",
         _check_kernelspec,
+        severity="warning",
+    ),
+    Rule(
+        "NB004",
+        "notebook-normalized",
+        "The cell ids needed repair before the notebook could run: ids on nbformat < 4.5, or "
+        "missing, repeated or malformed ids.",
+        "nbcd, nbval, nbmake and papermill run such a notebook from a copy with ids nbformat "
+        "made up, so ids differ between runs and tools that track cells by id lose them; the "
+        "file itself is never changed, so fix it once at its source.",
+        _check_normalized,
         severity="warning",
     ),
     Rule(

@@ -235,7 +235,10 @@ def _run(state: _Run) -> tuple[StageStatus, str, int]:
     text = f"{ok}/{len(results)} notebooks ran, {artifacts} artifacts"
     if state.reused:
         text += f" ({len(state.reused)} from the test stage's execution)"
-    return ("passed", text, EXIT_OK) if worst == EXIT_OK else ("failed", text, worst)
+    if worst == EXIT_OK:
+        return "passed", text, EXIT_OK
+    # as in the test stage: a check that failed is "failed", a notebook that could not run "error"
+    return ("failed" if worst == EXIT_CHECK_FAILED else "error"), text, worst
 
 
 def _reusable(outcome: Any, spec: RunSpec) -> tuple[ExecutionResult, float] | None:

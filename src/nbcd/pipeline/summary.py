@@ -10,12 +10,14 @@ import json
 import platform
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from nbcd.errors import ConfigError
-from nbcd.files import atomic_write_text
+from nbcd.files import JSONFileError, atomic_write_text, load_json
 
 __all__ = [
     "NotebookSummary",
@@ -97,26 +99,102 @@ def write_summary(summary: Summary, path: Path) -> None:
 
 
 def read_summary(path: Path) -> Summary:
-    """Read a summary.json written by write_summary."""
+    """Read a summary.json written by write_summary; anything else is one ConfigError."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(path.read_bytes(), path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no pipeline summary; run `nbcd ci` first") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable pipeline summary ({exc}); run `nbcd ci`") from None
+    except JSONFileError as exc:
+        raise _unreadable(path, exc.describe()) from None
+    except OSError as exc:
+        raise _unreadable(path, exc.strerror or str(exc)) from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
         raise ConfigError(f"{path}: summary of another nbcd version; run `nbcd ci` again")
     try:
-        return Summary(
-            **{
-                **data,
-                "stages": [StageSummary(**s) for s in data["stages"]],
-                "tests": [NotebookSummary(**t) for t in data.get("tests", [])],
-                "runs": [RunSummary(**r) for r in data.get("runs", [])],
-            }
-        )
-    except (KeyError, TypeError) as exc:
+        return _summary_from(data)
+    except _Malformed as exc:
         raise ConfigError(f"{path}: malformed pipeline summary ({exc}); run `nbcd ci`") from None
+
+
+def _unreadable(path: Path, reason: str) -> ConfigError:
+    return ConfigError(f"{path}: unreadable pipeline summary ({reason}); run `nbcd ci`")
+
+
+class _Malformed(ValueError):
+    """Where a summary's JSON does not fit the dataclasses, e.g. ``stages[0].status``."""
+
+
+_Record = TypeVar("_Record")
+
+
+def _summary_from(data: dict[str, Any]) -> Summary:
+    """The Summary of checked JSON: every field's type, recursively, as the report needs it."""
+    nested = {"stages": StageSummary, "tests": NotebookSummary, "runs": RunSummary}
+    plain = {k: v for k, v in data.items() if k not in nested}
+    for key, cls in nested.items():
+        items = data.get(key, [])
+        if not isinstance(items, list):
+            raise _Malformed(f"{key} must be a list, not {type(items).__name__}")
+        plain[key] = [_record(cls, item, f"{key}[{i}]") for i, item in enumerate(items)]
+    if "stages" not in data:
+        raise _Malformed("stages is missing")
+    return _record(Summary, plain, "", checked=frozenset(nested))
+
+
+def _record(
+    cls: type[_Record], data: Any, where: str, checked: frozenset[str] = frozenset()
+) -> _Record:
+    """``cls(**data)`` once every key is a field of ``cls`` with a value of its type."""
+    prefix = f"{where}." if where else ""
+    if not isinstance(data, dict):
+        raise _Malformed(f"{where or 'the summary'} must be an object, not {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise _Malformed(f"{prefix}{unknown[0]} is not a summary field")
+    for name, spec in known.items():
+        if name not in data and spec.default is MISSING and spec.default_factory is MISSING:
+            raise _Malformed(f"{prefix}{name} is missing")
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        if name not in checked and not _fits(value, hints[name]):
+            expected = _kind(hints[name])
+            raise _Malformed(f"{prefix}{name} must be {expected}, not {type(value).__name__}")
+    return cls(**data)
+
+
+def _kind(hint: Any) -> str:
+    """An annotation in words, for messages: "a number", "a list", "'passed' or 'failed'"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_kind(arg) for arg in args)
+    if origin is Literal:
+        return " or ".join(repr(arg) for arg in args)
+    names = {float: "a number", int: "an integer", str: "text", bool: "true or false"}
+    names |= {list: "a list", dict: "an object", type(None): "null"}
+    return names.get(origin or hint, str(hint))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's annotation (the few kinds summaries use)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is Literal:
+        return value in args
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values())
+    if hint is type(None):
+        return value is None
+    if hint is float:  # JSON has one number type; a bool is not a number here
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
 
 
 def environment_info() -> dict[str, str]:

@@ -25,7 +25,7 @@ import jinja2
 
 import nbcd
 from nbcd.errors import NbcdError, UsageError
-from nbcd.files import atomic_write_text, replace_folder
+from nbcd.files import atomic_write_text, load_json, replace_folder
 from nbcd.notebook import read_notebook
 from nbcd.pipeline.summary import RunSummary, Summary
 
@@ -239,7 +239,7 @@ def _model_view(folder: str, index: int, root: Path) -> dict[str, Any]:
     }
     path = root / folder / "model.json"
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = load_json(path.read_bytes(), path)  # a depth limit: a file is no RecursionError
     except FileNotFoundError:
         view["note"] = f"{folder}/model.json: missing"
         return view

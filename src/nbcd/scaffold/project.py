@@ -31,7 +31,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from nbcd.build.context import render_dockerfile
 from nbcd.build.lock import installed_pins
-from nbcd.errors import ExecutionError, UsageError
+from nbcd.errors import UsageError
 from nbcd.execute.executor import execute_notebook
 from nbcd.files import atomic_write_text
 from nbcd.templating import text_template
@@ -44,8 +44,8 @@ __all__ = [
     "starter_notebook",
 ]
 
-#: What the starter notebook and its package import, pinned in requirements.txt.
 TEMPLATES = Path(__file__).parent / "templates"
+#: What the starter notebook and its package import, pinned in requirements.txt.
 STARTER_REQUIREMENTS = ("matplotlib", "nbcd", "pandas", "scikit-learn", "skops")
 RUFF_FALLBACK_VERSION = "0.6.9"  # pre-commit's ruff hook when ruff is not installed here
 EXECUTE_TIMEOUT_S = 300.0
@@ -304,11 +304,14 @@ def _execute_starter(
         )
     failure = result.failure
     if failure is not None:
-        raise ExecutionError(
-            f"the starter notebook failed in cell {failure.cell_index + 1} "
-            f"({failure.ename}: {failure.evalue}); nothing was written: fix the cause, "
-            "or write the notebook without outputs (do not execute it)"
+        # the error tree's class for what happened (a raised cell is exit 1, a dead or
+        # stuck kernel exit 3), with what to do about it
+        error = failure.error(f"the starter notebook: cell {failure.cell_index + 1}")
+        error.args = (
+            f"{error}\nnothing was written: fix the cause, or pass --no-execute to write the "
+            "notebook without outputs",
         )
+        raise error
     executed = result.notebook
     for cell in executed.cells:
         # timestamps of the run: they would make two inits of one project differ

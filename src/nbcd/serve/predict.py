@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,6 +307,11 @@ def predict_file(
         raise UsageError(f"chunk_rows must be at least 1, not {chunk_rows}")
     started = time.perf_counter()
     input_csv, output_csv = Path(input_csv), Path(output_csv)
+    if _same_file(input_csv, output_csv):
+        raise UsageError(
+            f"{output_csv}: the output is the input file {input_csv}; "
+            "writing it would replace the rows being scored, so give -o another path"
+        )
     scorer = Scorer.load(model_path)
     columns = _read_header(input_csv)
     features = scorer.features
@@ -334,6 +341,9 @@ def predict_file(
             na_values=dict.fromkeys(features, _NA_STRINGS),
             # keep blank lines as rows so row positions stay line numbers
             skip_blank_lines=False,
+            # never an implicit index: a first row longer than the header would shift every
+            # column by one (ids read as features); _chunks refuses it instead
+            index_col=False,
         )
         position = 0  # rows of the file read so far, blank ones included
         header = True
@@ -418,14 +428,39 @@ def _read_header(path: Path) -> list[str]:
         raise UsageError(f"{path}: cannot be read as CSV ({_first_line(exc)})") from None
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same path once resolved, or a hard link of it."""
+    # os.path.realpath, unlike Path.resolve on Python < 3.13, does not raise on a symlink loop
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either one does not exist (yet): not the same file
+        return False
+
+
 def _chunks(reader: Any, path: Path) -> Iterator[pd.DataFrame]:
     """The reader's chunks, with a malformed line turned into a one-line UsageError."""
-    try:
-        yield from reader
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        # A row with more fields than the header cannot be skipped safely: every later
-        # column would be misread.
-        raise UsageError(f"{path}: cannot be read as CSV ({_first_line(exc)})") from None
+    chunks = iter(reader)
+    while True:
+        try:
+            # the filter only around reading: the caller's code runs between chunks
+            with warnings.catch_warnings():
+                # pandas merely warns, and drops fields, when a row is longer than the header
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                chunk = next(chunks)
+        except StopIteration:
+            return
+        except pd.errors.ParserWarning:
+            raise UsageError(
+                f"{path}: cannot be read as CSV (a row has more fields than the header); "
+                "fix the file"
+            ) from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            # A row with more fields than the header cannot be skipped safely: every later
+            # column would be misread.
+            raise UsageError(f"{path}: cannot be read as CSV ({_first_line(exc)})") from None
+        yield chunk
 
 
 def _feature_matrix(chunk: pd.DataFrame, features: list[str]) -> tuple[Array, dict[str, Array]]:

@@ -11,7 +11,8 @@ from nbcd.lazy import exports
 
 if TYPE_CHECKING:
     from nbcd.testing.junit import write_junit
-    from nbcd.testing.runner import NotebookOutcome, TestOptions, TestReport, run_tests
+    from nbcd.testing.options import TestOptions
+    from nbcd.testing.runner import NotebookOutcome, TestReport, run_tests
 
 __all__ = ["NotebookOutcome", "TestOptions", "TestReport", "run_tests", "write_junit"]
 
@@ -19,7 +20,7 @@ __getattr__ = exports(
     __name__,
     {
         "NotebookOutcome": "nbcd.testing.runner",
-        "TestOptions": "nbcd.testing.runner",
+        "TestOptions": "nbcd.testing.options",
         "TestReport": "nbcd.testing.runner",
         "run_tests": "nbcd.testing.runner",
         "write_junit": "nbcd.testing.junit",

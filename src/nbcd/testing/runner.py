@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from nbcd import interrupts
 from nbcd.errors import (
     EXIT_OK,
     CellError,
@@ -147,7 +148,12 @@ async def async_run_tests(
     outcomes: dict[int, NotebookOutcome] = {}
     warnings: list[str] = []
 
+    stopping = False
+
     def report(index: int, outcome: NotebookOutcome) -> None:
+        # once interrupted, kernels are being killed: what they report is no verdict
+        if stopping or interrupts.requested():
+            return
         outcomes[index] = outcome
         if on_outcome is not None:
             on_outcome(outcome)
@@ -178,6 +184,9 @@ async def async_run_tests(
                     if item.kernel == pool.kernel_name:
                         pool.plan(item.path.parent, item.imports)
             await asyncio.gather(*(one(index, item) for index, item in pending))
+        except BaseException:
+            stopping = True
+            raise
         finally:
             if pool is not None:
                 await pool.__aexit__(None, None, None)
