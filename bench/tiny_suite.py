@@ -149,7 +149,8 @@ def main() -> None:
             file=sys.stderr,
         )
     cores = os.cpu_count() or 1
-    print(f"\n{args.count} tiny notebooks ({folder}), {args.rounds} rounds interleaved, medians")
+    rounds = f"{args.rounds} round{'s' if args.rounds != 1 else ''}"
+    print(f"\n{args.count} tiny notebooks ({folder}), {rounds} interleaved, medians")
     print(
         f"Python {platform.python_version()}, {cores} cores, {args.workers} workers"
         f" (nbcd -j, pytest -n); HOME {Path.home()}"

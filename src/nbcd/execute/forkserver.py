@@ -152,6 +152,9 @@ def _fork_server_main(preload: list[str], launcher: str, warm: list[str], avoid:
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"], **import_env, JPY_PARENT_PID=str(os.getppid()))
+            # the server's script stays on the kernel's stack; the input recorder (nbcd's
+            # cache) must not count it as something the notebook read
+            sys._nbcd_launcher = os.path.abspath(sys.argv[0])  # type: ignore[attr-defined]
             sys.argv = [launcher, *request["argv"][3:]]
             from ipykernel import kernelapp
 

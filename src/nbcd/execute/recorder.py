@@ -80,12 +80,20 @@ def report():
         real = os.path.realpath(path)
         return not real.startswith(ignored) and not real.endswith((".pyc", ".pyo"))
 
+    # the launcher's or a template's own script (also imported as __mp_main__ by
+    # multiprocessing), read back when a warning or traceback quotes it: never the notebook's
+    launchers = [getattr(sys.modules.get("__main__"), "__file__", None),
+                 getattr(sys, "_nbcd_launcher", None)]
+    skip = {os.path.abspath(p) for p in launchers if isinstance(p, str)}
     modules = {}
-    for module in list(sys.modules.values()):
+    for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if isinstance(path, str) and os.path.isfile(path) and keep(path):
+        if name in ("__main__", "__mp_main__") or not isinstance(path, str):
+            continue
+        if os.path.isfile(path) and keep(path) and os.path.abspath(path) not in skip:
             modules[os.path.abspath(path)] = None
-    files = [p for p in _read if p not in modules and p not in _written and keep(p)]
+    files = [p for p in _read if p not in modules and p not in _written and p not in skip
+             and keep(p)]
     return json.dumps({
         "interpreter": os.path.abspath(sys.executable),
         "files": sorted(p for p in files if os.path.isfile(p) or not os.path.exists(p)),

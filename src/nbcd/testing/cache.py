@@ -234,10 +234,15 @@ class InputState:
         return _state_hash(self.path, self.kind) != self.sha256
 
 
+_NOISE = frozenset({"__pycache__"})
+
+
 def _state_hash(path: str, kind: str) -> str:
     try:
         if kind == "dir":
-            return hashlib.sha256("\n".join(sorted(os.listdir(path))).encode()).hexdigest()
+            # what tools leave behind (bytecode caches, checkpoints, dot-files) is no input
+            names = sorted(n for n in os.listdir(path) if not n.startswith(".") and n not in _NOISE)
+            return hashlib.sha256("\n".join(names).encode()).hexdigest()
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):

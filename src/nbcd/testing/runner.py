@@ -9,6 +9,7 @@ still gets its own fresh kernel process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -145,6 +146,11 @@ async def async_run_tests(
     jobs = options.jobs or os.cpu_count() or 1
     compare = compare_options(options)  # a bad sanitizer file fails before any kernel starts
     cache = PassCache(options.cache_dir) if options.cache and options.cache_dir else None
+    if cache is not None:
+        # made before any notebook runs, so the build folder a notebook's folder may hold
+        # looks the same in every listing the recorder takes
+        with contextlib.suppress(OSError):
+            cache.folder.mkdir(parents=True, exist_ok=True)
     outcomes: dict[int, NotebookOutcome] = {}
     warnings: list[str] = []
 
