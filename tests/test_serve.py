@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import httpx
 import numpy as np
@@ -31,6 +34,7 @@ from nbcd.errors import ModelError, UsageError
 from nbcd.model import save_model
 from nbcd.serve.app import MAX_BODY_BYTES, MODEL_ENV, TOKEN_ENV, app_from_env, create_app, serve
 from nbcd.serve.predict import Scorer
+from tests.conftest import run_cli
 
 with warnings.catch_warnings():
     # Starlette asks for the httpx2 package and warns when it finds plain httpx.
@@ -90,6 +94,13 @@ def test_ping_answers_200(client: TestClient) -> None:
     assert client.get("/ping").status_code == 200
 
 
+def test_head_ping_answers_200_without_a_body(client: TestClient) -> None:
+    response = client.head("/ping")
+
+    assert response.status_code == 200
+    assert response.content == b""
+
+
 def test_csv_row_gets_cluster_distance_and_projection(
     client: TestClient, pipeline: Pipeline
 ) -> None:
@@ -120,6 +131,41 @@ def test_accept_csv_answers_one_row_per_input(client: TestClient, pipeline: Pipe
     clusters, distances = _expected(pipeline, [[0.1, 2, 30, 400], [0.9, 8, 70, 600]])
     assert [int(c) for c, _ in rows] == clusters
     assert [float(d) for _, d in rows] == pytest.approx(distances, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("accept", "answered_as"),
+    [
+        ("application/json;q=0.1, text/csv;q=0.9", "text/csv"),
+        ("text/csv;q=0.5, application/json", "application/json"),
+        ("text/csv;q=0, */*", "application/json"),
+        ("application/json;q=0, */*;q=0.2", "text/csv"),
+        ("text/*;q=0.8, application/*;q=0.4", "text/csv"),
+        ("text/csv, application/json", "text/csv"),
+        ("*/*", "application/json"),
+        ("*", "application/json"),
+        ("", "application/json"),
+        ("TEXT/CSV; charset=utf-8; q=1.0", "text/csv"),
+        ("text/csv;q=abc, application/json;q=0.3", "application/json"),
+    ],
+)
+def test_accept_q_values_choose_the_answer(
+    client: TestClient, accept: str, answered_as: str
+) -> None:
+    response = _post(client, ROW, accept=accept)
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].split(";")[0] == answered_as
+
+
+@pytest.mark.parametrize(
+    "accept", ["text/csv;q=0", "application/json;q=0, text/*;q=0", "text/html, image/*"]
+)
+def test_accept_that_refuses_json_and_csv_is_406(client: TestClient, accept: str) -> None:
+    response = _post(client, ROW, accept=accept)
+
+    assert response.status_code == 406
+    assert accept in response.json()["error"]
 
 
 @pytest.mark.parametrize(
@@ -188,6 +234,17 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     content = spec["paths"]["/invocations"]["post"]["requestBody"]["content"]
     assert set(content) == {"text/csv", "application/json"}
     assert client.get("/docs").status_code == 200
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes == {"bearerAuth": {"type": "http", "scheme": "bearer", "description": ANY}}
+    operations = [op for path in spec["paths"].values() for op in path.values()]
+    guarded = [op for op in operations if "security" in op]
+    assert len(guarded) == len(operations) - 2  # all but GET and HEAD /ping
+    schemas = spec["components"]["schemas"]
+    assert {"InvocationsJSON", "InvocationsCSV", "Predictions", "Error"} <= set(schemas)
+    responses = spec["paths"]["/invocations"]["post"]["responses"]
+    assert responses["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
 
 
 @pytest.mark.parametrize(
@@ -271,6 +328,21 @@ BAD_REQUESTS = [
     ),
     (ROW, "text/plain", 415, "Content-Type 'text/plain' is not supported"),
     (ROW, "", 415, "no Content-Type"),
+    # never a 500, nor a silent misreading
+    ("[" * 100_000 + "]" * 100_000, "application/json", 400, "more than 64 levels deep"),
+    ('{"instances": ' + "[" * 65 + "]" * 65 + "}", "application/json", 400, "64 levels"),
+    ('{"instances": [[true,2,3,4]]}', "application/json", 400, "[0][0] (a): true is not"),
+    ('{"instances": [{"features": [1,2,false,4]}]}', "application/json", 400, "false is not"),
+    ('{"instances": [[1,2,3,1' + "0" * 400 + "]]}", "application/json", 400, "too large a"),
+    ('{"instances": [[1,2,3,1' + "0" * 5000 + "]]}", "application/json", 400, "not valid JSON"),
+    (
+        '{"dataframe_split": {"columns": ["d","c","b","a"], "data": [{"a":1,"b":2,"c":3,"d":4}]}}',
+        "application/json",
+        400,
+        "dataframe_split.data[0] is not a list of 4 numbers",
+    ),
+    ("1," + "9" * 200_000 + ",3,4\n", "text/csv", 400, "line 1 cannot be read as CSV"),
+    (f'{ROW}\n"1,2', "text/csv", 400, "line 2"),
 ]
 
 
@@ -283,6 +355,50 @@ def test_client_mistakes_get_a_4xx_that_names_the_problem(
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert words in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ('{"' + "k" * 100_000 + '": 1}', "application/json"),
+        ('{"instances": [["' + "x" * 100_000 + '", 2, 3, 4]]}', "application/json"),
+        ("x" * 100_000 + ",b,c,d\n1,2,3,4\n", "text/csv"),
+        ("1," + "y" * 100_000 + ",3,4\n", "text/csv"),
+    ],
+)
+def test_errors_quote_a_huge_value_briefly(
+    client: TestClient, body: str, content_type: str
+) -> None:
+    response = _post(client, body, content_type)
+
+    assert response.status_code == 400
+    assert len(response.json()["error"]) < 400
+    assert "characters)" in response.json()["error"]
+
+
+def test_a_content_length_that_is_not_ascii_digits_is_a_400(client: TestClient) -> None:
+    # "²".isdigit() is true but int("²") fails. httptools refuses such a header, other ASGI
+    # servers may not, and httpx re-encodes it, so the app is called directly.
+    messages: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/invocations",
+        "raw_path": b"/invocations",
+        "query_string": b"",
+        "headers": [(b"content-type", b"text/csv"), (b"content-length", b"\xb2")],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": ROW.encode(), "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    asyncio.run(client.app(scope, receive, send))
+
+    assert messages[0]["status"] == 400
+    assert "Content-Length" in json.loads(messages[1]["body"])["error"]
 
 
 def test_unsupported_accept_is_406(client: TestClient) -> None:
@@ -359,6 +475,33 @@ def test_token_comes_from_the_environment(model_dir: Path, monkeypatch: pytest.M
     assert client.get("/metadata", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
+@pytest.mark.parametrize("token", ["", "  ", " s3cret", "s3cret\n"])
+def test_an_empty_or_padded_token_is_a_usage_error(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    with pytest.raises(UsageError, match=TOKEN_ENV):
+        create_app(model_dir, token=token)
+    with pytest.raises(UsageError, match=TOKEN_ENV):
+        serve(model_dir, token=token, port=_free_port())
+    monkeypatch.setenv(TOKEN_ENV, token)
+    with pytest.raises(UsageError, match=TOKEN_ENV):
+        create_app(model_dir)
+
+
+@pytest.mark.e2e
+def test_cli_refuses_an_empty_token_in_one_line(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given = run_cli("serve", model_dir, "--token", "", "--port", str(_free_port()), cwd=tmp_path)
+    monkeypatch.setenv(TOKEN_ENV, "")
+    from_env = run_cli("serve", model_dir, "--port", str(_free_port()), cwd=tmp_path)
+
+    for result in (given, from_env):
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().count("\n") == 0, result.stderr
+        assert result.stderr.startswith("error: the bearer token") and "empty" in result.stderr
+
+
 def test_bad_model_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError):
         create_app(tmp_path / "absent")
@@ -400,15 +543,24 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    model_dir: Path, log: Path, *, workers: int = 1, token: str | None = None
+    model_dir: Path,
+    log: Path,
+    *,
+    workers: int = 1,
+    token: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
-    """Start nbcd.serve.app.serve in a fresh interpreter and wait until /ping answers."""
+    """Start nbcd.serve.app.serve in a fresh interpreter and wait until /ping answers.
+
+    ``env`` adds environment variables, such as the timeouts serve() reads from there.
+    """
     port = _free_port()
     code = (
         "from pathlib import Path; from nbcd.serve.app import serve; "
         f"serve(Path({str(model_dir)!r}), port={port}, workers={workers}, token={token!r})"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    settings = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **(env or {})}
+    env = {**os.environ, **settings}
     env.pop(TOKEN_ENV, None)
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=out, env=env)
@@ -531,6 +683,113 @@ def test_two_workers_finish_the_request_in_flight_on_sigterm_then_exit_0(
     assert len(response.json()["predictions"]) == rows
     assert exit_code == 0
     assert "Received SIGTERM" in server.log.read_text()
+
+
+def _port(server: Server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def _raw_request(body: str = ROW, **headers: str) -> bytes:
+    fields = {"host": "localhost", "content-type": "text/csv", **headers}
+    fields["content-length"] = str(len(body.encode()))
+    head = "POST /invocations HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    return (head + "\r\n" + body).encode()
+
+
+def _read_response(sock: socket.socket) -> http.client.HTTPResponse:
+    """The next response on a raw socket; raises if the server closed or reset instead."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    response.read()
+    return response
+
+
+def _wait_for_log(server: Server, text: str) -> None:
+    deadline = time.monotonic() + 30
+    while text not in server.log.read_text():
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.02)
+
+
+def test_sigterm_ends_the_server_even_while_a_client_stalls_mid_body(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    # the read timeout would answer the stalled body with a 408 long after the test ends: here
+    # only the graceful timeout can stop the server
+    env = {"NBCD_SERVE_GRACEFUL_TIMEOUT": "1", "NBCD_SERVE_READ_TIMEOUT": "600"}
+    with (
+        running_server(model_dir, tmp_path / "server.log", env=env) as server,
+        socket.create_connection(("127.0.0.1", _port(server)), timeout=30) as sock,
+    ):
+        sock.sendall(_raw_request())
+        assert _read_response(sock).status == 200  # the connection is accepted and read
+        sock.sendall(_raw_request(ROW * 10)[:-10])  # all but the last 10 bytes, then nothing
+        time.sleep(0.5)  # let the server read the head: the request is now in flight
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            exit_code = server.process.wait(60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server still runs 60 s after SIGTERM, held by a stalled client")
+
+    assert exit_code == 0
+    assert "timeout graceful shutdown exceeded" in server.log.read_text()
+
+
+def test_a_request_whose_head_spans_sigterm_is_answered_then_the_server_stops(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    with running_server(model_dir, tmp_path / "server.log") as server:
+        with socket.create_connection(("127.0.0.1", _port(server)), timeout=30) as sock:
+            sock.sendall(_raw_request())
+            assert _read_response(sock).status == 200
+            request = _raw_request()
+            sock.sendall(request[:20])  # the next request has begun when the signal comes
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            _wait_for_log(server, "Shutting down")
+            sock.sendall(request[20:])
+            response = _read_response(sock)
+        exit_code = server.process.wait(30)
+
+    assert response.status == 200
+    assert response.getheader("connection") == "close"
+    assert exit_code == 0
+
+
+def test_requests_queued_before_sigterm_are_all_answered(model_dir: Path, tmp_path: Path) -> None:
+    """Requests that reach the machine before SIGTERM are answered, not reset.
+
+    The server is frozen (SIGSTOP) while the requests are sent, so they all wait in the
+    kernel: on connections the server keeps alive, and on new connections it has not yet
+    accepted. It then gets SIGTERM and resumes.
+    """
+    with running_server(model_dir, tmp_path / "server.log") as server:
+        port = _port(server)
+        kept = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(8)]
+        for sock in kept:
+            sock.sendall(_raw_request())
+            assert _read_response(sock).status == 200
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            for sock in kept:
+                sock.sendall(_raw_request())
+            fresh = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(8)]
+            for sock in fresh:
+                sock.sendall(_raw_request())
+            server.process.send_signal(signal.SIGTERM)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        outcomes = []
+        for sock in kept + fresh:
+            with sock:
+                try:
+                    outcomes.append(_read_response(sock).status)
+                except (OSError, http.client.HTTPException) as exc:
+                    outcomes.append(type(exc).__name__)
+        exit_code = server.process.wait(30)
+
+    assert outcomes == [200] * 16
+    assert exit_code == 0
 
 
 def test_serve_reports_a_taken_port_as_a_usage_error(model_dir: Path) -> None:

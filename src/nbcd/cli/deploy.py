@@ -96,16 +96,53 @@ def init(target: Path, name: str | None, force: bool, no_execute: bool, kernel: 
 )
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--token", envvar="NBCD_SERVE_TOKEN", help="Bearer token for all but /ping.")
+@click.option(
+    "--read-timeout",
+    envvar="NBCD_SERVE_READ_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds a request's head may take, or its body may pause, before a 408 "
+    "(env NBCD_SERVE_READ_TIMEOUT).",
+)
+@click.option(
+    "--graceful-timeout",
+    envvar="NBCD_SERVE_GRACEFUL_TIMEOUT",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Seconds requests in flight may run after SIGTERM before they are cancelled "
+    "(env NBCD_SERVE_GRACEFUL_TIMEOUT).",
+)
 @click.option("--no-access-log", is_flag=True, help="Do not log every request.")
 def serve_command(
-    model: Path | None, host: str, port: int, workers: int, token: str | None, no_access_log: bool
+    model: Path | None,
+    host: str,
+    port: int,
+    workers: int,
+    token: str | None,
+    read_timeout: float,
+    graceful_timeout: int,
+    no_access_log: bool,
 ) -> None:
     """Serve MODEL (SageMaker contract: /ping, /invocations) [default: $SM_MODEL_DIR]."""
-    from nbcd.serve.app import serve
+    from nbcd.serve.app import resolve_token, serve
 
+    # click reads an empty NBCD_SERVE_TOKEN as unset, so resolve_token looks at it again: an
+    # empty token is refused, never taken as "no auth"
+    token = resolve_token(token)
     # SageMaker mounts the model at /opt/ml/model and says so in SM_MODEL_DIR
     path = model or Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
-    serve(path, host=host, port=port, workers=workers, token=token, access_log=not no_access_log)
+    serve(
+        path,
+        host=host,
+        port=port,
+        workers=workers,
+        token=token,
+        access_log=not no_access_log,
+        read_timeout=read_timeout,
+        graceful_timeout=graceful_timeout,
+    )
 
 
 @cli.command()

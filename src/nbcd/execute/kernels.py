@@ -296,6 +296,10 @@ class KernelPool:
         server = await self._server_for(where) if self._server is not None else None
         km = AsyncKernelManager(kernel_name=self.kernel_name, context=self._context)
         km.kernel_id = str(uuid.uuid4())
+        # local sockets, not TCP: no race for free ports between kernels started at once, and
+        # nothing listening on the network (ipykernel warns about unencrypted TCP otherwise)
+        km.transport = "ipc"
+        km.ip = str(self._workdir / f"ipc-{km.kernel_id[:8]}")
         log_path = self._workdir / f"kernel-{km.kernel_id}.log"
         if server is not None:
             km.provisioner = ForkProvisioner(

@@ -3,7 +3,7 @@
 The routes follow SageMaker's serving-container contract, so the same image runs locally, on
 any container host or as a SageMaker endpoint:
 
-``GET /ping``
+``GET /ping`` (and ``HEAD /ping``)
     200 once the model is loaded (the app is only built around a loaded model).
 ``POST /invocations`` (alias ``/predict``)
     ``text/csv`` rows of features, with or without a header row, or ``application/json``:
@@ -17,40 +17,61 @@ any container host or as a SageMaker endpoint:
 Every client mistake is a 4xx answer ``{"error": "..."}`` naming the row and column at fault;
 a 500 means a bug in nbcd. An optional bearer token guards every route but /ping. Parsing and
 validating bodies is :mod:`nbcd.serve.payload`'s job; this module is the HTTP edge around it.
+
+A hostile or broken client meets limits at two layers. The app bounds a body: 6 MiB (413),
+and one that stops arriving for ``read_timeout`` seconds is answered 408. uvicorn's httptools
+protocol bounds neither the size of a request's head nor the time it takes, so
+:class:`GuardedHttpToolsProtocol` adds both (431 past 64 KiB, 408 when it stalls) and, on
+SIGTERM, answers the requests already sent before it closes a connection. Requests still
+running ``graceful_timeout`` seconds after SIGTERM are cancelled, so the process always ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
 from nbcd.errors import NbcdError, UsageError
-from nbcd.serve.payload import CSV_TYPE, JSON_TYPE, Invocations, RequestError
+from nbcd.serve.payload import CSV_TYPE, JSON_TYPE, Invocations, RequestError, request_schemas
 from nbcd.serve.predict import Scorer
 
 __all__ = [
+    "GRACEFUL_TIMEOUT_ENV",
+    "GRACEFUL_TIMEOUT_S",
     "MAX_BODY_BYTES",
+    "MAX_HEAD_BYTES",
     "MODEL_ENV",
+    "READ_TIMEOUT_ENV",
+    "READ_TIMEOUT_S",
     "TOKEN_ENV",
+    "GuardedHttpToolsProtocol",
     "Invocations",
     "RequestError",
+    "ServeConfig",
     "app_from_env",
     "create_app",
+    "resolve_token",
     "serve",
 ]
 
@@ -58,7 +79,15 @@ log = logging.getLogger(__name__)
 
 # SageMaker's limit on an invocation's payload.
 MAX_BODY_BYTES = 6 * 1024 * 1024
+# A request's line and headers; browsers send a few KiB, nginx's default limit is 32 KiB.
+MAX_HEAD_BYTES = 64 * 1024
+# How long a request's head may take to arrive, and how long its body may stall between reads.
+READ_TIMEOUT_S = 10.0
+# How long requests in flight may still run after SIGTERM; below Docker's 10 s before SIGKILL.
+GRACEFUL_TIMEOUT_S = 5
 TOKEN_ENV = "NBCD_SERVE_TOKEN"
+READ_TIMEOUT_ENV = "NBCD_SERVE_READ_TIMEOUT"
+GRACEFUL_TIMEOUT_ENV = "NBCD_SERVE_GRACEFUL_TIMEOUT"
 # Where app_from_env finds the model: uvicorn workers import the app by name, so the
 # settings travel through the environment.
 MODEL_ENV = "NBCD_SERVE_MODEL"
@@ -66,7 +95,16 @@ MODEL_ENV = "NBCD_SERVE_MODEL"
 _THREAD_BYTES = 64 * 1024
 # uvicorn's exit code for a worker that could not start; its supervisor then stops.
 _STARTUP_FAILURE = 3
+# After SIGTERM, how long an idle connection may still bring a request its client sent before.
+_DRAIN_S = 0.5
+# How long a connection answered by the protocol itself (408, 431) is drained before closing.
+_LINGER_S = 1.0
+# After SIGTERM, how long the server keeps accepting before it closes its listening socket.
+_ACCEPT_S = 0.05
+# The name of the bearer scheme in the OpenAPI document.
+_BEARER = "bearerAuth"
 
+Number = TypeVar("Number", int, float)
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[
@@ -74,29 +112,32 @@ ASGIApp = Callable[
 ]
 
 
-class ErrorBody(BaseModel):
-    """What every 4xx and 5xx answer carries."""
-
-    error: str
-
-
-class Prediction(BaseModel):
-    """One prediction of a k-means model (other estimators answer ``label`` or ``score``)."""
-
-    closest_cluster: int
-    distance_to_cluster: float
-    projection: list[float] | None = None
-
-
-class Predictions(BaseModel):
-    """The JSON answer of /invocations."""
-
-    predictions: list[Prediction]
-
-
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps({"error": message}).encode()
     return Response(body, status_code=status, media_type=JSON_TYPE, headers=headers)
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The bearer token: ``token``, else NBCD_SERVE_TOKEN; None serves without one.
+
+    An empty token is refused rather than read as "no token": a secret that a deployment
+    failed to fill in must not silently open the endpoint to everyone.
+    """
+    if token is None:
+        token = os.environ.get(TOKEN_ENV)
+    if token is None:
+        return None
+    if not token.strip():
+        raise UsageError(
+            f"the bearer token (--token or {TOKEN_ENV}) is empty, which would turn "
+            "authentication off; set a secret, or unset both to serve without a token"
+        )
+    if token != token.strip():
+        raise UsageError(
+            f"the bearer token (--token or {TOKEN_ENV}) starts or ends with whitespace, which "
+            "no client can send; remove it"
+        )
+    return token
 
 
 class BearerAuth:
@@ -134,21 +175,25 @@ class BearerAuth:
         await response(scope, receive, send)
 
 
-def create_app(model_path: Path, *, token: str | None = None) -> FastAPI:
+def create_app(
+    model_path: Path, *, token: str | None = None, read_timeout: float | None = None
+) -> FastAPI:
     """A FastAPI app serving the model at ``model_path``; loads the model now.
 
-    ``token`` (or the NBCD_SERVE_TOKEN environment variable) turns on bearer-token auth.
+    ``token`` (or the NBCD_SERVE_TOKEN environment variable) turns on bearer-token auth; an
+    empty one is a UsageError. A body that stalls for ``read_timeout`` seconds (or
+    NBCD_SERVE_READ_TIMEOUT, else 10) is answered 408.
     Raises :class:`~nbcd.errors.ModelError` if the model cannot be loaded.
     """
+    token = resolve_token(token)
+    read_timeout = _read_timeout(read_timeout)
     scorer = Scorer.load(Path(model_path))
     engine = Invocations(scorer)
-    token = token or os.environ.get(TOKEN_ENV) or None
     metadata = {
         **scorer.artifact.metadata,
         "output": {"content_types": [JSON_TYPE, CSV_TYPE], "kind": scorer.kind},
     }
     metadata_body = json.dumps(metadata, separators=(",", ":")).encode()
-    example_csv = ",".join(engine.features) + "\n" + ",".join("0" for _ in engine.features)
 
     estimator = scorer.artifact.metadata.get("estimator", {}).get("class", "a model")
     app = FastAPI(
@@ -161,10 +206,11 @@ def create_app(model_path: Path, *, token: str | None = None) -> FastAPI:
     )
     if token:
         app.add_middleware(BearerAuth, token=token)
+    _document(app, engine, guarded=token is not None)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> Response:
-        return _error(exc.status, exc.message)
+        return _answer_error(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -175,40 +221,21 @@ def create_app(model_path: Path, *, token: str | None = None) -> FastAPI:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    @app.get("/ping", summary="Health check: 200 once the model is loaded")
+    @app.get("/ping", **_PING_DOCS)
     async def ping() -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON_TYPE)
 
-    @app.get("/metadata", summary="The model's features, metrics and provenance")
+    # Load balancers and uptime checkers often probe with HEAD.
+    @app.head("/ping", **_PING_HEAD_DOCS)
+    async def ping_head() -> Response:
+        return Response(media_type=JSON_TYPE)
+
+    @app.get("/metadata", **_metadata_docs())
     async def get_metadata() -> Response:
         return Response(metadata_body, media_type=JSON_TYPE)
 
-    docs: dict[str, Any] = {
-        "summary": "Predict for rows of features (SageMaker /invocations)",
-        "response_model": None,
-        "responses": {
-            200: {
-                "model": Predictions,
-                "content": {CSV_TYPE: {"schema": {"type": "string"}, "example": "3,0.41\n"}},
-            },
-            **{status: {"model": ErrorBody} for status in (400, 401, 406, 413, 415, 500)},
-        },
-        "openapi_extra": {
-            "requestBody": {
-                "required": True,
-                "content": {
-                    CSV_TYPE: {"schema": {"type": "string"}, "example": example_csv},
-                    JSON_TYPE: {
-                        "schema": {"type": "object"},
-                        "example": {"instances": [[0 for _ in engine.features]]},
-                    },
-                },
-            }
-        },
-    }
-
     async def invocations(request: Request) -> Response:
-        body = await _read_body(request)
+        body = await _read_body(request, read_timeout)
         headers = request.headers
         args = (body, headers.get("content-type"), headers.get("accept"))
         try:
@@ -217,31 +244,94 @@ def create_app(model_path: Path, *, token: str | None = None) -> FastAPI:
             else:
                 answer = engine(*args)
         except RequestError as exc:
-            return _error(exc.status, exc.message)
+            return _answer_error(exc)
         return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
 
+    docs = _invocations_docs()
     app.post("/invocations", **docs)(invocations)
     app.post("/predict", **{**docs, "summary": "Alias of /invocations"})(invocations)
     return app
 
 
-async def _read_body(request: Request) -> bytes:
-    """The body, refused with a 413 beyond MAX_BODY_BYTES by its declared or streamed size."""
+def _answer_error(exc: RequestError) -> Response:
+    # After a 408 the rest of the body may still come; closing keeps it from being read as the
+    # next request.
+    headers = {"connection": "close"} if exc.status == 408 else None
+    return _error(exc.status, exc.message, headers)
+
+
+async def _read_body(request: Request, read_timeout: float) -> bytes:
+    """The body; a 413 beyond MAX_BODY_BYTES, a 408 if it stalls for ``read_timeout`` seconds."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
-            raise RequestError(400, f"Content-Length {declared!r} is not a number")
+        # isdigit alone would take "²", which int() refuses
+        if not (declared.isascii() and declared.isdigit()):
+            raise RequestError(400, f"Content-Length {declared[:40]!r} is not a number")
         if int(declared) > MAX_BODY_BYTES:
             raise RequestError(413, _too_large(int(declared)))
     chunks: list[bytes] = []
     size = 0
-    # chunked uploads declare no length, so the limit is also enforced as bytes arrive
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise RequestError(413, _too_large(size, streamed=True))
-        chunks.append(chunk)
+    stall = _StallTimer(read_timeout)
+    try:
+        # chunked uploads declare no length, so the limit is also enforced as bytes arrive
+        async for chunk in request.stream():
+            stall.progress()
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise RequestError(413, _too_large(size, streamed=True))
+            chunks.append(chunk)
+    except asyncio.CancelledError:
+        if not stall.expired:
+            raise
+        stall.uncancel()
+        of = f" of {declared}" if declared is not None else ""
+        raise RequestError(
+            408,
+            f"the body stopped arriving: nothing for {read_timeout:g} s after {size}{of} bytes; "
+            "send the whole body without pausing",
+        ) from None
+    except ClientDisconnect:
+        # nobody reads this answer, but it keeps a hang-up out of the error log
+        raise RequestError(400, "the client closed the connection during the body") from None
+    finally:
+        stall.close()
     return b"".join(chunks)
+
+
+class _StallTimer:
+    """Cancels the current task once ``seconds`` pass without progress.
+
+    One timer per request that re-arms itself only when it fires, so a chunk costs a clock
+    read; asyncio.wait_for around each read would cost a task per chunk (~12 µs each).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.seconds = seconds
+        self.expired = False
+        self.last = self.loop.time()
+        self.timer = self.loop.call_at(self.last + seconds, self._check)
+
+    def progress(self) -> None:
+        self.last = self.loop.time()
+
+    def close(self) -> None:
+        self.timer.cancel()
+
+    def uncancel(self) -> None:
+        """Take back the cancellation once it is handled (Python 3.11+ counts them)."""
+        uncancel = getattr(self.task, "uncancel", None)
+        if uncancel is not None:
+            uncancel()
+
+    def _check(self) -> None:
+        deadline = self.last + self.seconds
+        if self.loop.time() < deadline:
+            self.timer = self.loop.call_at(deadline, self._check)
+        elif self.task is not None:
+            self.expired = True
+            self.task.cancel()
 
 
 def _too_large(size: int, *, streamed: bool = False) -> str:
@@ -250,6 +340,366 @@ def _too_large(size: int, *, streamed: bool = False) -> str:
         f"the body is {amount} bytes; the limit is {MAX_BODY_BYTES} bytes (6 MiB): "
         "split the rows over several requests, or score a file with `nbcd predict`"
     )
+
+
+# ----------------------------------------------------------------------------- OpenAPI
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {JSON_TYPE: {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {"description": HTTPStatus(status).phrase, **_json_content(_ref("Error"))}
+        for status in statuses
+    }
+
+
+_PING_DOCS: dict[str, Any] = {
+    "summary": "Health check: 200 once the model is loaded",
+    "response_model": None,
+    "responses": {
+        200: {
+            "description": "The model is loaded",
+            **_json_content(
+                {
+                    "type": "object",
+                    "properties": {"status": {"type": "string", "enum": ["ok"]}},
+                    "required": ["status"],
+                }
+            ),
+        }
+    },
+}
+_PING_HEAD_DOCS: dict[str, Any] = {
+    "summary": "Health check without a body",
+    "response_model": None,
+    "response_class": Response,  # no body, so no content type to document
+    "responses": {200: {"description": "The model is loaded (no body)"}},
+}
+
+
+def _metadata_docs() -> dict[str, Any]:
+    return {
+        "summary": "The model's features, metrics and provenance",
+        "response_model": None,
+        "responses": {
+            200: {
+                "description": "model.json, with the output's content types and kind",
+                **_json_content({"type": "object"}),
+            },
+            **_errors(401),
+        },
+    }
+
+
+def _invocations_docs() -> dict[str, Any]:
+    return {
+        "summary": "Predict for rows of features (SageMaker /invocations)",
+        "response_model": None,
+        "responses": {
+            200: {
+                "description": "One prediction per row, in the order of the rows",
+                "content": {
+                    JSON_TYPE: {"schema": _ref("Predictions")},
+                    CSV_TYPE: {"schema": {"type": "string"}, "example": "3,0.41\n"},
+                },
+            },
+            **_errors(400, 401, 406, 408, 413, 415, 500),
+        },
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {
+                    CSV_TYPE: {"schema": _ref("InvocationsCSV")},
+                    JSON_TYPE: {"schema": _ref("InvocationsJSON")},
+                },
+            }
+        },
+    }
+
+
+def _document(app: FastAPI, engine: Invocations, *, guarded: bool) -> None:
+    """Complete the app's OpenAPI document: schemas of bodies and answers, the bearer scheme.
+
+    The scheme is declared whether or not this server runs with a token, since the same
+    document describes every deployment; without a token it is optional (``{}`` allowed).
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            components = document.setdefault("components", {})
+            components.setdefault("schemas", {}).update(_schemas(engine))
+            components["securitySchemes"] = {
+                _BEARER: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": f"The token given with --token or {TOKEN_ENV}",
+                }
+            }
+            security: list[dict[str, list[str]]] = [{_BEARER: []}]
+            if not guarded:
+                security.append({})  # anonymous requests are served too
+            for path, operations in document["paths"].items():
+                if path != "/ping":
+                    for operation in operations.values():
+                        operation["security"] = security
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented extension point
+
+
+def _schemas(engine: Invocations) -> dict[str, Any]:
+    """Named schemas: request bodies (from payload), predictions of this model, errors."""
+    kind = engine.scorer.kind
+    if kind == "cluster":
+        prediction: dict[str, Any] = {
+            "type": "object",
+            "properties": {
+                "closest_cluster": {"type": "integer"},
+                "distance_to_cluster": {"type": "number"},
+                "projection": {"type": "array", "items": {"type": "number"}},
+            },
+            "required": ["closest_cluster", "distance_to_cluster"],
+        }
+    else:
+        # a label is whatever the classifier was fitted on; a score may be several outputs
+        value = {} if kind == "label" else {"anyOf": [{"type": "number"}, {"type": "array"}]}
+        prediction = {"type": "object", "properties": {kind: value}, "required": [kind]}
+    return {
+        **request_schemas(engine.features),
+        "Prediction": prediction,
+        "Predictions": {
+            "type": "object",
+            "properties": {"predictions": {"type": "array", "items": _ref("Prediction")}},
+            "required": ["predictions"],
+        },
+        "Error": {
+            "type": "object",
+            "properties": {"error": {"type": "string", "description": "What is wrong, and where"}},
+            "required": ["error"],
+        },
+    }
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits it lacks on a request's head, and a drain.
+
+    - A head (request line and headers) over ``max_head_bytes`` is answered 431 and the
+      connection closed. httptools buffers a header whole, so without a limit one request can
+      make the server hold any amount of memory; uvicorn's ``h11_max_incomplete_event_size``
+      only applies to the h11 protocol.
+    - A head that has not arrived whole ``read_timeout`` seconds after its first byte (or
+      after the connection opened) is answered 408: a client trickling a head must not hold
+      a connection forever.
+    - On shutdown uvicorn closes idle connections at once, resetting a request that is in the
+      socket buffer or on its way. Here an idle connection gets a moment (``_DRAIN_S``) to
+      bring it; it is answered with ``Connection: close``.
+
+    The settings come from :class:`ServeConfig`; a plain uvicorn Config gets the defaults.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.max_head_bytes: int = getattr(config, "max_head_bytes", MAX_HEAD_BYTES)
+        self.read_timeout: float = getattr(config, "read_timeout", READ_TIMEOUT_S)
+        self._in_head = True  # waiting for, or reading, a request's head (not a body)
+        self._head_bytes = 0  # received since the head began; a read may run on into the body
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False  # answered by this protocol; what the client still sends is dropped
+        self._draining = False  # the server is stopping
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_timer is None:
+                self._start_head_timer()
+        super().data_received(data)
+        # still in the head after this read: reads are at most a few hundred KiB, so the
+        # buffered head stays within the limit plus one read
+        if self._in_head and self._head_bytes > self.max_head_bytes:
+            self._refuse(431, _head_too_large(self.max_head_bytes))
+
+    def on_headers_complete(self) -> None:
+        if self._refused:  # a request pipelined behind a refused one is not served
+            return
+        self._in_head = False
+        self._stop_head_timer()
+        # one read can hold a whole oversized head, so measure what was parsed
+        if self._head_bytes > self.max_head_bytes and self._parsed_head() > self.max_head_bytes:
+            self._refuse(431, _head_too_large(self.max_head_bytes))
+            return
+        self._head_bytes = 0
+        super().on_headers_complete()
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to what httptools cannot parse is text/plain; every error here is JSON
+        self._refuse(
+            400,
+            "the request is not valid HTTP/1.1 (its request line, a header or a chunk is "
+            "malformed)",
+            log=False,  # uvicorn has logged it
+        )
+
+    def shutdown(self) -> None:
+        """Stop after answering what was sent: a response in progress ends the connection."""
+        self._draining = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            return
+        self.loop.call_later(_DRAIN_S, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        busy = self.cycle is not None and not self.cycle.response_complete
+        # a request being answered closes the connection after it (keep_alive is off); a head
+        # still arriving is bounded by its timer
+        if busy or self.transport.is_closing() or (self._in_head and self._head_bytes):
+            return
+        self.transport.close()
+
+    def _parsed_head(self) -> int:
+        """Bytes of the request line and headers httptools parsed (separators included)."""
+        return len(self.url) + 12 + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.read_timeout, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if busy or self.transport.is_closing():
+            return  # the next head waits behind a response; keep-alive's timeout covers it
+        if self._head_bytes:
+            self._refuse(408, f"the request head did not arrive within {self.read_timeout:g} s")
+        else:
+            self.transport.close()  # a connection that never sent anything: nothing to answer
+
+    def _refuse(self, status: int, message: str, *, log: bool = True) -> None:
+        """Answer ``status`` with a JSON error, then close, reading no further request."""
+        if self.transport.is_closing():
+            return
+        self._refused = True
+        self._stop_head_timer()
+        if log:
+            client = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            self.logger.warning("%s%d %s", client, status, message)
+        self.transport.write(_raw_response(status, message))
+        # Closing with unread input makes the kernel send a reset, which can destroy the answer
+        # before the client reads it: half-close, drop what still comes, close a moment later.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(_LINGER_S, self.transport.close)
+
+
+def _head_too_large(limit: int) -> str:
+    return (
+        f"the request line and headers are over {limit} bytes ({limit // 1024} KiB); send "
+        "less in headers, and put data in the body"
+    )
+
+
+def _raw_response(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 response with a JSON error, for answers made below the app."""
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        f"content-type: {JSON_TYPE}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class ServeConfig(uvicorn.Config):
+    """uvicorn's settings, the guarded protocol and the limits it reads.
+
+    A class of its own (not attributes set on a Config) so that worker processes, which get
+    the config pickled, import it by name and keep the limits.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        read_timeout: float = READ_TIMEOUT_S,
+        max_head_bytes: int = MAX_HEAD_BYTES,
+        **options: Any,
+    ) -> None:
+        super().__init__(app, http=GuardedHttpToolsProtocol, **options)
+        self.read_timeout = read_timeout
+        self.max_head_bytes = max_head_bytes
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, accepting the connections already queued before it stops listening.
+
+    The kernel completes connections on its own and queues them for accept(); their clients
+    may already have sent a request. Closing the listening socket resets every queued
+    connection, so the loop is given a few turns to accept them first; the protocol's drain
+    then answers their requests.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await asyncio.sleep(_ACCEPT_S)
+        await super().shutdown(sockets)
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor of worker processes, refusing new connections once it stops them.
+
+    The supervisor holds the listening socket too, so without this a connection made while
+    the workers finish would wait in the kernel's queue, unanswered, and be reset at exit.
+    """
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
+
+
+# ----------------------------------------------------------------------------- running
 
 
 def app_from_env() -> FastAPI:
@@ -262,10 +712,39 @@ def app_from_env() -> FastAPI:
     try:
         if not model:
             raise UsageError(f"{MODEL_ENV} is not set: it names the model directory to serve")
-        return create_app(Path(model), token=os.environ.get(TOKEN_ENV) or None)
+        return create_app(Path(model), read_timeout=_read_timeout(None))
     except NbcdError as exc:
         logging.getLogger("uvicorn.error").error("%s: %s", type(exc).__name__, exc)
         sys.exit(_STARTUP_FAILURE)
+
+
+def _read_timeout(seconds: float | None) -> float:
+    """``seconds``, else NBCD_SERVE_READ_TIMEOUT, else READ_TIMEOUT_S; UsageError unless > 0."""
+    if seconds is None:
+        seconds = _from_env(READ_TIMEOUT_ENV, float) or READ_TIMEOUT_S
+    if not 0 < seconds < float("inf"):  # NaN fails too
+        raise UsageError(f"the read timeout must be a positive number of seconds, not {seconds}")
+    return seconds
+
+
+def _graceful_timeout(seconds: int | None) -> int:
+    """``seconds``, else NBCD_SERVE_GRACEFUL_TIMEOUT, else GRACEFUL_TIMEOUT_S; at least 1."""
+    if seconds is None:
+        seconds = _from_env(GRACEFUL_TIMEOUT_ENV, int) or GRACEFUL_TIMEOUT_S
+    if seconds < 1:
+        raise UsageError(f"the graceful timeout must be at least 1 second, not {seconds}")
+    return seconds
+
+
+def _from_env(name: str, kind: Callable[[str], Number]) -> Number | None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        what = "whole number" if kind is int else "number"
+        raise UsageError(f"{name}={text!r} is not a {what} of seconds") from None
 
 
 def serve(
@@ -276,43 +755,57 @@ def serve(
     token: str | None = None,
     *,
     access_log: bool = True,
+    read_timeout: float | None = None,
+    graceful_timeout: int | None = None,
 ) -> None:
     """Serve the model with uvicorn until SIGTERM or SIGINT, then finish requests in flight.
 
-    Returns normally after a graceful stop. Raises ModelError for a model that cannot be
-    loaded and UsageError if the server cannot start (for example, the port is taken).
-    """
-    import uvicorn  # deferred: only the server needs it
-    from uvicorn.supervisors import Multiprocess
+    Requests already sent are answered; those still running ``graceful_timeout`` seconds
+    after the signal are cancelled. A head or body that stalls for ``read_timeout`` seconds
+    is answered 408. Both default to their environment variables (NBCD_SERVE_READ_TIMEOUT,
+    NBCD_SERVE_GRACEFUL_TIMEOUT), else 10 s and 5 s. Returns normally after a stop.
 
+    Raises ModelError for a model that cannot be loaded and UsageError for a bad setting (an
+    empty token, for one) or if the server cannot start (for example, the port is taken).
+    """
     if workers < 1:
         raise UsageError(f"workers must be at least 1, not {workers}")
-    token = token or os.environ.get(TOKEN_ENV) or None
+    token = resolve_token(token)
+    read_timeout = _read_timeout(read_timeout)
+    graceful_timeout = _graceful_timeout(graceful_timeout)
     options: dict[str, Any] = {
         "host": host,
         "port": port,
         "access_log": access_log,
         "server_header": False,
         "log_level": "info",
+        "read_timeout": read_timeout,
+        "timeout_graceful_shutdown": graceful_timeout,
     }
     failed = UsageError(f"the server could not start on {host}:{port}; see the log above")
     if workers == 1:
+        app = create_app(Path(model_path), token=token, read_timeout=read_timeout)
+        config = ServeConfig(app, **options)
+        server = _Server(config)
         with _stop_quietly():
             try:
-                uvicorn.run(create_app(Path(model_path), token=token), **options)
+                server.run()
             except SystemExit:  # uvicorn exits when it cannot start, having logged why
                 raise failed from None
+        if not server.started:
+            raise failed
         return
     # Load once here so a bad model fails now with one line, not once per worker.
     Scorer.load(Path(model_path))
     os.environ[MODEL_ENV] = str(Path(model_path).resolve())
+    os.environ[READ_TIMEOUT_ENV] = repr(read_timeout)
     if token:
         os.environ[TOKEN_ENV] = token
     # What uvicorn.run does for workers > 1, keeping the supervisor to ask how it ended.
-    config = uvicorn.Config("nbcd.serve.app:app_from_env", factory=True, workers=workers, **options)
+    config = ServeConfig("nbcd.serve.app:app_from_env", factory=True, workers=workers, **options)
     with _stop_quietly():  # the supervisor replaces the signal handlers; put them back after
         try:
-            supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+            supervisor = _Supervisor(config, sockets=[config.bind_socket()])
         except SystemExit:
             raise failed from None
         supervisor.run()

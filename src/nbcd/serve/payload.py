@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,15 +23,26 @@ from nbcd.serve.predict import Array, Scorer, Scores, finite_rows
 __all__ = [
     "CSV_TYPE",
     "JSON_TYPE",
+    "MAX_JSON_DEPTH",
     "Answer",
     "Invocations",
     "RequestError",
+    "request_schemas",
     "request_type",
     "response_type",
 ]
 
 CSV_TYPE, JSON_TYPE = "text/csv", "application/json"
 _JSON_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
+# Arrays and objects nested deeper than this are refused before parsing: json.loads recurses
+# once per level, so 100k levels would end in a RecursionError. Every layout needs at most 4.
+MAX_JSON_DEPTH = 64
+# Values quoted in error messages are cut to this many characters: an error stays one short line.
+_SHOWN_CHARS = 40
+# A JSON string literal, escapes included (the unrolled form is linear in the body's length).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Every byte but brackets and quotes, for bytes.translate to delete.
+_NOT_MARKS = bytes(b for b in range(256) if b not in b'[]{}"')
 
 
 class RequestError(Exception):
@@ -77,7 +89,10 @@ class Invocations:
     def parse_csv(self, body: bytes) -> Array:
         """Rows of feature values, the first row optionally a header naming the features."""
         text = _decode(body)
-        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+        try:
+            rows = [row for row in csv.reader(io.StringIO(text)) if row]
+        except csv.Error:
+            raise _csv_error(text) from None
         header: list[str] | None = None
         if rows and any(cell.strip() in self._feature_set for cell in rows[0]):
             header = [cell.strip() for cell in rows.pop(0)]
@@ -85,7 +100,7 @@ class Invocations:
         elif rows and any(c.strip() for c in rows[0]) and not any(map(_is_number, rows[0])):
             raise RequestError(
                 400,
-                f"line 1 looks like a header but names none of the model's features "
+                "line 1 looks like a header but names none of the model's features "
                 f"({_names(rows[0])}); {self._expected()}",
             )
         if not rows:
@@ -114,7 +129,9 @@ class Invocations:
                 )
             for column, cell in enumerate(row, start=1):
                 if not _is_number(cell):
-                    what = "an empty value" if not cell.strip() else f"{cell!r} is not a number"
+                    what = (
+                        "an empty value" if not cell.strip() else f"{_clip(cell)!r} is not a number"
+                    )
                     return RequestError(
                         400, f"line {line}, column {column} ({names[column - 1]}): {what}"
                     )
@@ -130,12 +147,22 @@ class Invocations:
 
     def parse_json(self, body: bytes) -> Array:
         """Rows from one of the JSON layouts SageMaker and MLflow clients send."""
+        text = _utf8_json(body)
+        if _nests_deeper(text, MAX_JSON_DEPTH):
+            raise RequestError(
+                400,
+                f"the JSON body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep; "
+                f"rows need at most 4 ({self._expected()})",
+            )
         try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+            document = json.loads(text)
+        except ValueError as exc:  # JSONDecodeError, and integers of more than 4300 digits
+            raise RequestError(400, f"the body is not valid JSON: {_clip(str(exc), 120)}") from None
+        # NumPy reads true and false among numbers as 1 and 0; looking for them costs a walk
+        # over every value, so it is done only when the text holds the words at all
+        booleans = b"true" in text or b"false" in text
         if isinstance(document, list):
-            return self._rows(document, "body")
+            return self._rows(document, "body", booleans=booleans)
         if not isinstance(document, dict):
             raise RequestError(
                 400, f"the JSON body must be an object or a list; {self._expected()}"
@@ -149,43 +176,49 @@ class Invocations:
         key = keys[0]
         value = document[key]
         if key == "dataframe_split":
-            return self._split(value)
+            return self._split(value, booleans)
         if key in ("instances", "inputs") and isinstance(value, dict):
-            return self._columns(value, key)
-        return self._rows(value, key)
+            return self._columns(value, key, booleans)
+        return self._rows(value, key, booleans=booleans)
 
-    def _split(self, value: Any) -> Array:
+    def _split(self, value: Any, booleans: bool) -> Array:
         """MLflow's pandas ``split`` orientation: {"columns": [...], "data": [[...]]}."""
         if not isinstance(value, dict) or not isinstance(value.get("data"), list):
             raise RequestError(400, 'dataframe_split needs {"columns": [...], "data": [[...]]}')
         columns = value.get("columns")
-        if columns is None:
-            return self._rows(value["data"], "dataframe_split.data")
+        if columns is None:  # the rows are lists in feature order (never keyed, as in pandas)
+            columns = self.features
         if not isinstance(columns, list):
             raise RequestError(400, "dataframe_split.columns must be a list of feature names")
         self._check_names([str(c) for c in columns], "dataframe_split.columns")
-        X = self._rows(value["data"], "dataframe_split.data", order=[str(c) for c in columns])
-        return X
+        order = [str(c) for c in columns]
+        return self._rows(value["data"], "dataframe_split.data", order=order, booleans=booleans)
 
-    def _columns(self, value: dict[str, Any], where: str) -> Array:
+    def _columns(self, value: dict[str, Any], where: str, booleans: bool) -> Array:
         """Column-oriented input: {"feature": [values...], ...}."""
         self._check_names(list(value), where)
         lengths = {len(v) if isinstance(v, list) else -1 for v in value.values()}
         if -1 in lengths or len(lengths) != 1:
             raise RequestError(400, f"{where}: every feature needs a list of values, all as long")
         rows = [list(row) for row in zip(*(value[name] for name in self.features), strict=True)]
-        return self._rows(rows, where)
+        return self._rows(rows, where, booleans=booleans)
 
-    def _rows(self, rows: Any, where: str, order: list[str] | None = None) -> Array:
-        """A list of rows (lists in feature order, or objects keyed by feature) as a matrix."""
+    def _rows(
+        self, rows: Any, where: str, *, order: list[str] | None = None, booleans: bool = True
+    ) -> Array:
+        """A list of rows (lists in feature order, or objects keyed by feature) as a matrix.
+
+        ``order`` names the columns of list rows (then keyed rows make no sense); ``booleans``
+        says whether true or false may be among the values.
+        """
         if not isinstance(rows, list):
             raise RequestError(400, f"{where} must be a list of rows; {self._expected()}")
         if not rows:
             raise RequestError(400, f"{where} has no rows; {self._expected()}")
-        if isinstance(rows[0], dict):
+        if isinstance(rows[0], dict) and order is None:
             rows = self._keyed_rows(rows, where)
         names = order or self.features
-        X = _number_matrix(rows)
+        X = None if booleans and _has_boolean(rows) else _number_matrix(rows)
         if X is None or X.shape[1] != len(names):
             raise self._json_problem(rows, where, names)
         if order is not None:
@@ -220,10 +253,11 @@ class Invocations:
                     f"({_names(names)})",
                 )
             for j, value in enumerate(row):
-                if not isinstance(value, (int, float)) or isinstance(value, bool):
-                    return RequestError(
-                        400, f"{where}[{i}][{j}] ({names[j]}): {json.dumps(value)} is not a number"
-                    )
+                at = f"{where}[{i}][{j}] ({names[j]})"
+                if not _is_json_number(value):
+                    return RequestError(400, f"{at}: {_clip(json.dumps(value))} is not a number")
+                if not _fits_float(value):
+                    return RequestError(400, f"{at}: {_clip(str(value))} is too large a number")
         return RequestError(400, f"{where} could not be read as numbers")
 
     # ------------------------------------------------------------------ shared
@@ -258,6 +292,104 @@ class Invocations:
         )
 
 
+def request_schemas(features: list[str]) -> dict[str, Any]:
+    """JSON Schemas of the bodies :class:`Invocations` reads, for the OpenAPI document.
+
+    Named like OpenAPI components; ``InvocationsJSON`` and ``InvocationsCSV`` are the two
+    bodies. They say what is accepted, no more and no less, so that a generated valid body
+    is answered 200 (unless the model overflows) and an invalid one 400.
+    """
+    ref = "#/components/schemas/"
+    width = len(features)
+    values = {
+        "type": "array",
+        "items": {"type": "number"},
+        "minItems": width,
+        "maxItems": width,
+        "description": f"The {width} features in order: {', '.join(features)}",
+    }
+    record = {
+        "type": "object",
+        "properties": {name: {"type": "number"} for name in features},
+        "required": features,
+        "additionalProperties": False,
+    }
+    keyed: list[dict[str, Any]] = [{"$ref": ref + "Record"}]
+    if "features" not in features:  # SageMaker's {"features": [...]} rows
+        keyed.append(
+            {
+                "type": "object",
+                "properties": {"features": {"$ref": ref + "Values"}},
+                "required": ["features"],
+                "additionalProperties": False,
+            }
+        )
+    rows = {
+        "description": "Rows: lists of the feature values, or objects keyed by feature",
+        "anyOf": [
+            {"type": "array", "items": {"$ref": ref + "Values"}, "minItems": 1},
+            {"type": "array", "items": {"anyOf": keyed}, "minItems": 1},
+        ],
+    }
+    columns = {
+        "description": "Columns: a list of values per feature, all of one length",
+        "type": "object",
+        "properties": {name: {"type": "array", "items": {"type": "number"}} for name in features},
+        "required": features,
+        "additionalProperties": False,
+    }
+    split = {
+        "description": "pandas' split orientation; columns name the features in any order",
+        "type": "object",
+        "properties": {
+            "columns": {
+                "type": ["array", "null"],  # null: the data's rows are in feature order
+                "items": {"type": "string", "enum": features},
+                "minItems": width,
+                "maxItems": width,
+                "uniqueItems": True,
+            },
+            "data": {"type": "array", "items": {"$ref": ref + "Values"}, "minItems": 1},
+        },
+        "required": ["data"],
+    }
+    layouts = {
+        "instances": {"anyOf": [{"$ref": ref + "Rows"}, {"$ref": ref + "Columns"}]},
+        "inputs": {"anyOf": [{"$ref": ref + "Rows"}, {"$ref": ref + "Columns"}]},
+        "dataframe_split": {"$ref": ref + "DataframeSplit"},
+        "dataframe_records": {"$ref": ref + "Rows"},
+    }
+    # exactly one layout key; other keys (MLflow's "params", say) are ignored
+    documents = [
+        {
+            "type": "object",
+            "properties": {key: schema},
+            "required": [key],
+            "not": {"anyOf": [{"required": [other]} for other in layouts if other != key]},
+        }
+        for key, schema in layouts.items()
+    ]
+    return {
+        "Values": values,
+        "Record": record,
+        "Rows": rows,
+        "Columns": columns,
+        "DataframeSplit": split,
+        "InvocationsJSON": {
+            "description": "Rows as a bare list, or under one of " + ", ".join(_JSON_KEYS),
+            "anyOf": [{"$ref": ref + "Rows"}, *documents],
+        },
+        "InvocationsCSV": {
+            "type": "string",
+            "description": (
+                f"Rows of the {width} feature values, comma-separated, one per line; an optional "
+                f"first line names the features in any order ({', '.join(features)})"
+            ),
+            "example": ",".join(features) + "\n" + ",".join("0" for _ in features) + "\n",
+        },
+    }
+
+
 def request_type(content_type: str | None) -> str:
     """``text/csv`` or ``application/json`` from a Content-Type header, else a 415."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
@@ -268,26 +400,86 @@ def request_type(content_type: str | None) -> str:
 
 
 def response_type(accept: str | None) -> str:
-    """The first of JSON or CSV an Accept header allows (JSON when it allows anything), else 406."""
-    if not accept:
+    """What to answer in: the type the Accept header rates highest (JSON or CSV), else a 406.
+
+    As RFC 9110 says: each type takes the quality of the most specific range that matches it
+    (``text/csv`` over ``text/*`` over ``*/*``), ``q=0`` refuses it, and of two types rated
+    alike the one whose range comes first wins, then JSON. No Accept header means JSON.
+    """
+    if accept is None or not accept.strip():
         return JSON_TYPE
-    for part in accept.split(","):
-        media = part.split(";", 1)[0].strip().lower()
-        if media in (JSON_TYPE, "application/*", "*/*"):
-            return JSON_TYPE
-        if media in (CSV_TYPE, "text/*"):
-            return CSV_TYPE
-    raise RequestError(
-        406, f"cannot answer as {accept!r}; accept application/json (the default) or text/csv"
-    )
+    ranges = _media_ranges(accept)
+    chosen: tuple[float, int, int, str] | None = None
+    for preference, offer in enumerate((JSON_TYPE, CSV_TYPE)):
+        rated = _quality(offer, ranges)
+        if rated is None or rated[0] <= 0:
+            continue
+        quality, position = rated
+        candidate = (-quality, position, preference, offer)
+        chosen = candidate if chosen is None else min(chosen, candidate)
+    if chosen is None:
+        raise RequestError(
+            406,
+            f"cannot answer as {_clip(accept)!r}; accept application/json (the default) or "
+            "text/csv",
+        )
+    return chosen[3]
+
+
+def _media_ranges(accept: str) -> list[tuple[str, float, int]]:
+    """An Accept header's ranges as (type/subtype, quality, position), bad ones left out."""
+    ranges = []
+    for position, part in enumerate(accept.split(",")):
+        media, *parameters = (item.strip() for item in part.split(";"))
+        media = "*/*" if media == "*" else media.lower()  # a bare * is an old client's */*
+        if media.count("/") != 1:
+            continue
+        quality: float | None = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                quality = _qvalue(value.strip())
+        if quality is not None:
+            ranges.append((media, quality, position))
+    return ranges
+
+
+def _qvalue(text: str) -> float | None:
+    """A q parameter's value, None unless it is a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0.0 <= value <= 1.0 else None
+
+
+def _quality(offer: str, ranges: list[tuple[str, float, int]]) -> tuple[float, int] | None:
+    """The quality and position of the most specific range matching ``offer``, if any."""
+    kind = offer.split("/", 1)[0]
+    specific = {offer: 2, f"{kind}/*": 1, "*/*": 0}
+    matches = [
+        (specific[media], -position, quality)
+        for media, quality, position in ranges
+        if media in specific
+    ]
+    if not matches:
+        return None
+    _, position, quality = max(matches)
+    return quality, -position
 
 
 def _number_matrix(rows: list[Any]) -> Array | None:
     """A float64 matrix if every row is a list of JSON numbers of one length, else None."""
     try:
         X = np.array(rows)
-    except (ValueError, TypeError):  # ragged rows
+    except (ValueError, TypeError, OverflowError):  # ragged rows
         return None
+    if X.ndim == 2 and X.dtype == object and all(map(_is_json_number, X.flat)):
+        # integers beyond 64 bits; one too large even for a float is reported by _json_problem
+        try:
+            return X.astype(np.float64)
+        except OverflowError:
+            return None
     # Strings, nulls and booleans give another dtype; they are reported by _json_problem.
     if X.ndim != 2 or X.dtype.kind not in "iuf":
         return None
@@ -347,19 +539,83 @@ def _decode(body: bytes) -> str:
 
 
 def _csv_lines(text: str, *, skip_header: bool) -> Iterator[tuple[int, list[str]]]:
-    """Non-empty CSV rows with the line number each starts on."""
+    """Non-empty CSV rows with the line number each starts on; RequestError for unreadable CSV."""
     reader = csv.reader(io.StringIO(text))
     line = 1
     first = True
-    for row in reader:
-        start, line = line, reader.line_num + 1
-        if not row:
-            continue
-        if first and skip_header:
+    try:
+        for row in reader:
+            start, line = line, reader.line_num + 1
+            if not row:
+                continue
+            if first and skip_header:
+                first = False
+                continue
             first = False
-            continue
-        first = False
-        yield start, row
+            yield start, row
+    except csv.Error as exc:  # a value longer than csv.field_size_limit(), for one
+        raise RequestError(400, f"line {line} cannot be read as CSV ({exc})") from None
+
+
+def _csv_error(text: str) -> RequestError:
+    """The error for CSV text the csv module refused, naming the line where it stopped."""
+    try:
+        for _ in _csv_lines(text, skip_header=False):
+            pass
+    except RequestError as exc:
+        return exc
+    return RequestError(400, "the CSV body cannot be read")
+
+
+def _utf8_json(body: bytes) -> bytes:
+    """The JSON body as UTF-8: json.loads also reads UTF-16 and UTF-32, which the scan cannot."""
+    encoding = json.detect_encoding(body)
+    if not encoding.startswith(("utf-16", "utf-32")):
+        return body
+    try:
+        return body.decode(encoding).encode("utf-8", "surrogatepass")
+    except UnicodeError as exc:
+        raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+
+
+def _nests_deeper(text: bytes, limit: int) -> bool:
+    """Whether arrays and objects in a JSON text nest more than ``limit`` levels deep.
+
+    A scan instead of a parse, so a hostile body cannot exhaust the stack; brackets inside
+    strings do not count. Linear and in C (bytes methods, NumPy): for 6 MB, 10 ms of numbers
+    or 60 ms of records, a third of what json.loads takes; escapes in strings cost a regular
+    expression, about as much as json.loads. Bodies with few brackets skip it.
+    """
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return False
+    if b"\\" in text:
+        # an escaped quote would look like a string's end: drop the strings first (slower)
+        text = _JSON_STRING.sub(b'""', text)
+    marks = np.frombuffer(text.translate(None, _NOT_MARKS), dtype=np.uint8)
+    in_string = np.cumsum(marks == ord('"'), dtype=np.int64) % 2 == 1
+    opens = (marks == ord("[")) | (marks == ord("{"))
+    closes = (marks == ord("]")) | (marks == ord("}"))
+    steps = (opens & ~in_string).astype(np.int32) - (closes & ~in_string)
+    return bool(np.cumsum(steps).max(initial=0) > limit)
+
+
+def _has_boolean(rows: list[Any]) -> bool:
+    """Whether a value of a list row is true or false."""
+    return any(
+        value is True or value is False for row in rows if isinstance(row, list) for value in row
+    )
+
+
+def _is_json_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fits_float(value: int | float) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _is_number(cell: str) -> bool:
@@ -372,5 +628,10 @@ def _is_number(cell: str) -> bool:
 
 def _names(names: list[Any], limit: int = 6) -> str:
     """A short, readable list of names for an error message."""
-    shown = ", ".join(str(name) for name in names[:limit])
+    shown = ", ".join(_clip(str(name)) for name in names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _clip(text: str, limit: int = _SHOWN_CHARS) -> str:
+    """Text quoted from a request, cut short: a hostile value must not make a huge error."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
