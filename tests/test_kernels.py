@@ -171,7 +171,8 @@ def test_when_pool_process_is_interrupted_or_killed_then_kernels_die(signum: int
         assert len(pids) >= 3  # the server, two kernels and perhaps the spare
         pool_process.send_signal(signum)
         pool_process.wait(timeout=10)
-    deadline = time.monotonic() + 5
+    # a bound on waiting, not a speed check: a loaded 2-core machine can take seconds
+    deadline = time.monotonic() + 20
     while alive := [pid for pid in pids if _running(pid)]:
         assert time.monotonic() < deadline, f"left running: {alive}"
         time.sleep(0.05)
