@@ -35,26 +35,35 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.supervisors import Multiprocess
 
 from nbcd.errors import NbcdError, UsageError
-from nbcd.serve.payload import CSV_TYPE, JSON_TYPE, Invocations, RequestError, request_schemas
+from nbcd.serve.openapi import document, invocations_docs, json_content, metadata_docs
+from nbcd.serve.payload import CSV_TYPE, JSON_TYPE, Invocations, RequestError
 from nbcd.serve.predict import Scorer
+from nbcd.serve.protocol import GuardedHttpToolsProtocol, ServeConfig, Server, Supervisor
+from nbcd.serve.settings import (
+    GRACEFUL_TIMEOUT_ENV,
+    GRACEFUL_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    MAX_HEAD_BYTES,
+    MODEL_ENV,
+    READ_TIMEOUT_ENV,
+    READ_TIMEOUT_S,
+    STARTUP_FAILURE,
+    THREAD_BYTES,
+    TOKEN_ENV,
+)
 
 __all__ = [
     "GRACEFUL_TIMEOUT_ENV",
@@ -77,32 +86,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# SageMaker's limit on an invocation's payload.
-MAX_BODY_BYTES = 6 * 1024 * 1024
-# A request's line and headers; browsers send a few KiB, nginx's default limit is 32 KiB.
-MAX_HEAD_BYTES = 64 * 1024
-# How long a request's head may take to arrive, and how long its body may stall between reads.
-READ_TIMEOUT_S = 10.0
-# How long requests in flight may still run after SIGTERM; below Docker's 10 s before SIGKILL.
-GRACEFUL_TIMEOUT_S = 5
-TOKEN_ENV = "NBCD_SERVE_TOKEN"
-READ_TIMEOUT_ENV = "NBCD_SERVE_READ_TIMEOUT"
-GRACEFUL_TIMEOUT_ENV = "NBCD_SERVE_GRACEFUL_TIMEOUT"
-# Where app_from_env finds the model: uvicorn workers import the app by name, so the
-# settings travel through the environment.
-MODEL_ENV = "NBCD_SERVE_MODEL"
-# Bodies above this are parsed and scored on a worker thread, so /ping keeps answering.
-_THREAD_BYTES = 64 * 1024
-# uvicorn's exit code for a worker that could not start; its supervisor then stops.
-_STARTUP_FAILURE = 3
-# After SIGTERM, how long an idle connection may still bring a request its client sent before.
-_DRAIN_S = 0.5
-# How long a connection answered by the protocol itself (408, 431) is drained before closing.
-_LINGER_S = 1.0
-# After SIGTERM, how long the server keeps accepting before it closes its listening socket.
-_ACCEPT_S = 0.05
-# The name of the bearer scheme in the OpenAPI document.
-_BEARER = "bearerAuth"
 
 Number = TypeVar("Number", int, float)
 Scope = MutableMapping[str, Any]
@@ -206,7 +189,7 @@ def create_app(
     )
     if token:
         app.add_middleware(BearerAuth, token=token)
-    _document(app, engine, guarded=token is not None)
+    document(app, engine, guarded=token is not None)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> Response:
@@ -230,7 +213,7 @@ def create_app(
     async def ping_head() -> Response:
         return Response(media_type=JSON_TYPE)
 
-    @app.get("/metadata", **_metadata_docs())
+    @app.get("/metadata", **metadata_docs())
     async def get_metadata() -> Response:
         return Response(metadata_body, media_type=JSON_TYPE)
 
@@ -239,7 +222,7 @@ def create_app(
         headers = request.headers
         args = (body, headers.get("content-type"), headers.get("accept"))
         try:
-            if len(body) > _THREAD_BYTES:
+            if len(body) > THREAD_BYTES:
                 answer = await run_in_threadpool(engine, *args)
             else:
                 answer = engine(*args)
@@ -247,7 +230,7 @@ def create_app(
             return _answer_error(exc)
         return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
 
-    docs = _invocations_docs()
+    docs = invocations_docs()
     app.post("/invocations", **docs)(invocations)
     app.post("/predict", **{**docs, "summary": "Alias of /invocations"})(invocations)
     return app
@@ -345,28 +328,13 @@ def _too_large(size: int, *, streamed: bool = False) -> str:
 # ----------------------------------------------------------------------------- OpenAPI
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {JSON_TYPE: {"schema": schema}}}
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {
-        status: {"description": HTTPStatus(status).phrase, **_json_content(_ref("Error"))}
-        for status in statuses
-    }
-
-
 _PING_DOCS: dict[str, Any] = {
     "summary": "Health check: 200 once the model is loaded",
     "response_model": None,
     "responses": {
         200: {
             "description": "The model is loaded",
-            **_json_content(
+            **json_content(
                 {
                     "type": "object",
                     "properties": {"status": {"type": "string", "enum": ["ok"]}},
@@ -384,319 +352,7 @@ _PING_HEAD_DOCS: dict[str, Any] = {
 }
 
 
-def _metadata_docs() -> dict[str, Any]:
-    return {
-        "summary": "The model's features, metrics and provenance",
-        "response_model": None,
-        "responses": {
-            200: {
-                "description": "model.json, with the output's content types and kind",
-                **_json_content({"type": "object"}),
-            },
-            **_errors(401),
-        },
-    }
-
-
-def _invocations_docs() -> dict[str, Any]:
-    return {
-        "summary": "Predict for rows of features (SageMaker /invocations)",
-        "response_model": None,
-        "responses": {
-            200: {
-                "description": "One prediction per row, in the order of the rows",
-                "content": {
-                    JSON_TYPE: {"schema": _ref("Predictions")},
-                    CSV_TYPE: {"schema": {"type": "string"}, "example": "3,0.41\n"},
-                },
-            },
-            **_errors(400, 401, 406, 408, 413, 415, 500),
-        },
-        "openapi_extra": {
-            "requestBody": {
-                "required": True,
-                "content": {
-                    CSV_TYPE: {"schema": _ref("InvocationsCSV")},
-                    JSON_TYPE: {"schema": _ref("InvocationsJSON")},
-                },
-            }
-        },
-    }
-
-
-def _document(app: FastAPI, engine: Invocations, *, guarded: bool) -> None:
-    """Complete the app's OpenAPI document: schemas of bodies and answers, the bearer scheme.
-
-    The scheme is declared whether or not this server runs with a token, since the same
-    document describes every deployment; without a token it is optional (``{}`` allowed).
-    """
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = generate()
-            components = document.setdefault("components", {})
-            components.setdefault("schemas", {}).update(_schemas(engine))
-            components["securitySchemes"] = {
-                _BEARER: {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": f"The token given with --token or {TOKEN_ENV}",
-                }
-            }
-            security: list[dict[str, list[str]]] = [{_BEARER: []}]
-            if not guarded:
-                security.append({})  # anonymous requests are served too
-            for path, operations in document["paths"].items():
-                if path != "/ping":
-                    for operation in operations.values():
-                        operation["security"] = security
-            app.openapi_schema = document
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented extension point
-
-
-def _schemas(engine: Invocations) -> dict[str, Any]:
-    """Named schemas: request bodies (from payload), predictions of this model, errors."""
-    kind = engine.scorer.kind
-    if kind == "cluster":
-        prediction: dict[str, Any] = {
-            "type": "object",
-            "properties": {
-                "closest_cluster": {"type": "integer"},
-                "distance_to_cluster": {"type": "number"},
-                "projection": {"type": "array", "items": {"type": "number"}},
-            },
-            "required": ["closest_cluster", "distance_to_cluster"],
-        }
-    else:
-        # a label is whatever the classifier was fitted on; a score may be several outputs
-        value = {} if kind == "label" else {"anyOf": [{"type": "number"}, {"type": "array"}]}
-        prediction = {"type": "object", "properties": {kind: value}, "required": [kind]}
-    return {
-        **request_schemas(engine.features),
-        "Prediction": prediction,
-        "Predictions": {
-            "type": "object",
-            "properties": {"predictions": {"type": "array", "items": _ref("Prediction")}},
-            "required": ["predictions"],
-        },
-        "Error": {
-            "type": "object",
-            "properties": {"error": {"type": "string", "description": "What is wrong, and where"}},
-            "required": ["error"],
-        },
-    }
-
-
 # ----------------------------------------------------------------------------- protocol
-
-
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the limits it lacks on a request's head, and a drain.
-
-    - A head (request line and headers) over ``max_head_bytes`` is answered 431 and the
-      connection closed. httptools buffers a header whole, so without a limit one request can
-      make the server hold any amount of memory; uvicorn's ``h11_max_incomplete_event_size``
-      only applies to the h11 protocol.
-    - A head that has not arrived whole ``read_timeout`` seconds after its first byte (or
-      after the connection opened) is answered 408: a client trickling a head must not hold
-      a connection forever.
-    - On shutdown uvicorn closes idle connections at once, resetting a request that is in the
-      socket buffer or on its way. Here an idle connection gets a moment (``_DRAIN_S``) to
-      bring it; it is answered with ``Connection: close``.
-
-    The settings come from :class:`ServeConfig`; a plain uvicorn Config gets the defaults.
-    """
-
-    def __init__(
-        self,
-        config: uvicorn.Config,
-        server_state: Any,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.max_head_bytes: int = getattr(config, "max_head_bytes", MAX_HEAD_BYTES)
-        self.read_timeout: float = getattr(config, "read_timeout", READ_TIMEOUT_S)
-        self._in_head = True  # waiting for, or reading, a request's head (not a body)
-        self._head_bytes = 0  # received since the head began; a read may run on into the body
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._refused = False  # answered by this protocol; what the client still sends is dropped
-        self._draining = False  # the server is stopping
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._start_head_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return
-        if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_timer is None:
-                self._start_head_timer()
-        super().data_received(data)
-        # still in the head after this read: reads are at most a few hundred KiB, so the
-        # buffered head stays within the limit plus one read
-        if self._in_head and self._head_bytes > self.max_head_bytes:
-            self._refuse(431, _head_too_large(self.max_head_bytes))
-
-    def on_headers_complete(self) -> None:
-        if self._refused:  # a request pipelined behind a refused one is not served
-            return
-        self._in_head = False
-        self._stop_head_timer()
-        # one read can hold a whole oversized head, so measure what was parsed
-        if self._head_bytes > self.max_head_bytes and self._parsed_head() > self.max_head_bytes:
-            self._refuse(431, _head_too_large(self.max_head_bytes))
-            return
-        self._head_bytes = 0
-        super().on_headers_complete()
-        if self._draining and self.cycle is not None:
-            self.cycle.keep_alive = False
-
-    def on_body(self, body: bytes) -> None:
-        if not self._refused:
-            super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        if self._refused:
-            return
-        super().on_message_complete()
-        self._in_head, self._head_bytes = True, 0
-
-    def send_400_response(self, msg: str) -> None:
-        # uvicorn's answer to what httptools cannot parse is text/plain; every error here is JSON
-        self._refuse(
-            400,
-            "the request is not valid HTTP/1.1 (its request line, a header or a chunk is "
-            "malformed)",
-            log=False,  # uvicorn has logged it
-        )
-
-    def shutdown(self) -> None:
-        """Stop after answering what was sent: a response in progress ends the connection."""
-        self._draining = True
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False
-            return
-        self.loop.call_later(_DRAIN_S, self._close_if_idle)
-
-    def _close_if_idle(self) -> None:
-        busy = self.cycle is not None and not self.cycle.response_complete
-        # a request being answered closes the connection after it (keep_alive is off); a head
-        # still arriving is bounded by its timer
-        if busy or self.transport.is_closing() or (self._in_head and self._head_bytes):
-            return
-        self.transport.close()
-
-    def _parsed_head(self) -> int:
-        """Bytes of the request line and headers httptools parsed (separators included)."""
-        return len(self.url) + 12 + sum(len(name) + len(value) + 4 for name, value in self.headers)
-
-    def _start_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self.read_timeout, self._head_timed_out)
-
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        busy = self.cycle is not None and not self.cycle.response_complete
-        if busy or self.transport.is_closing():
-            return  # the next head waits behind a response; keep-alive's timeout covers it
-        if self._head_bytes:
-            self._refuse(408, f"the request head did not arrive within {self.read_timeout:g} s")
-        else:
-            self.transport.close()  # a connection that never sent anything: nothing to answer
-
-    def _refuse(self, status: int, message: str, *, log: bool = True) -> None:
-        """Answer ``status`` with a JSON error, then close, reading no further request."""
-        if self.transport.is_closing():
-            return
-        self._refused = True
-        self._stop_head_timer()
-        if log:
-            client = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
-            self.logger.warning("%s%d %s", client, status, message)
-        self.transport.write(_raw_response(status, message))
-        # Closing with unread input makes the kernel send a reset, which can destroy the answer
-        # before the client reads it: half-close, drop what still comes, close a moment later.
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(_LINGER_S, self.transport.close)
-
-
-def _head_too_large(limit: int) -> str:
-    return (
-        f"the request line and headers are over {limit} bytes ({limit // 1024} KiB); send "
-        "less in headers, and put data in the body"
-    )
-
-
-def _raw_response(status: int, message: str) -> bytes:
-    """A whole HTTP/1.1 response with a JSON error, for answers made below the app."""
-    body = json.dumps({"error": message}).encode()
-    head = (
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-        f"content-type: {JSON_TYPE}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
-
-
-class ServeConfig(uvicorn.Config):
-    """uvicorn's settings, the guarded protocol and the limits it reads.
-
-    A class of its own (not attributes set on a Config) so that worker processes, which get
-    the config pickled, import it by name and keep the limits.
-    """
-
-    def __init__(
-        self,
-        app: Any,
-        *,
-        read_timeout: float = READ_TIMEOUT_S,
-        max_head_bytes: int = MAX_HEAD_BYTES,
-        **options: Any,
-    ) -> None:
-        super().__init__(app, http=GuardedHttpToolsProtocol, **options)
-        self.read_timeout = read_timeout
-        self.max_head_bytes = max_head_bytes
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server, accepting the connections already queued before it stops listening.
-
-    The kernel completes connections on its own and queues them for accept(); their clients
-    may already have sent a request. Closing the listening socket resets every queued
-    connection, so the loop is given a few turns to accept them first; the protocol's drain
-    then answers their requests.
-    """
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        await asyncio.sleep(_ACCEPT_S)
-        await super().shutdown(sockets)
-
-
-class _Supervisor(Multiprocess):
-    """uvicorn's supervisor of worker processes, refusing new connections once it stops them.
-
-    The supervisor holds the listening socket too, so without this a connection made while
-    the workers finish would wait in the kernel's queue, unanswered, and be reset at exit.
-    """
-
-    def terminate_all(self) -> None:
-        for sock in self.sockets:
-            sock.close()
-        super().terminate_all()
 
 
 # ----------------------------------------------------------------------------- running
@@ -715,7 +371,7 @@ def app_from_env() -> FastAPI:
         return create_app(Path(model), read_timeout=_read_timeout(None))
     except NbcdError as exc:
         logging.getLogger("uvicorn.error").error("%s: %s", type(exc).__name__, exc)
-        sys.exit(_STARTUP_FAILURE)
+        sys.exit(STARTUP_FAILURE)
 
 
 def _read_timeout(seconds: float | None) -> float:
@@ -786,7 +442,7 @@ def serve(
     if workers == 1:
         app = create_app(Path(model_path), token=token, read_timeout=read_timeout)
         config = ServeConfig(app, **options)
-        server = _Server(config)
+        server = Server(config)
         with _stop_quietly():
             try:
                 server.run()
@@ -805,11 +461,11 @@ def serve(
     config = ServeConfig("nbcd.serve.app:app_from_env", factory=True, workers=workers, **options)
     with _stop_quietly():  # the supervisor replaces the signal handlers; put them back after
         try:
-            supervisor = _Supervisor(config, sockets=[config.bind_socket()])
+            supervisor = Supervisor(config, sockets=[config.bind_socket()])
         except SystemExit:
             raise failed from None
         supervisor.run()
-    if any(process.exitcode == _STARTUP_FAILURE for process in supervisor.processes):
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         raise failed
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from nbcd.serve.media import CSV_TYPE, JSON_TYPE, RequestError, clip, request_type, response_type
 from nbcd.serve.predict import Array, Scorer, Scores, finite_rows
 
 __all__ = [
@@ -27,31 +28,18 @@ __all__ = [
     "Answer",
     "Invocations",
     "RequestError",
-    "request_schemas",
     "request_type",
     "response_type",
 ]
 
-CSV_TYPE, JSON_TYPE = "text/csv", "application/json"
-_JSON_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
+JSON_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
 # Arrays and objects nested deeper than this are refused before parsing: json.loads recurses
 # once per level, so 100k levels would end in a RecursionError. Every layout needs at most 4.
 MAX_JSON_DEPTH = 64
-# Values quoted in error messages are cut to this many characters: an error stays one short line.
-_SHOWN_CHARS = 40
 # A JSON string literal, escapes included (the unrolled form is linear in the body's length).
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 # Every byte but brackets and quotes, for bytes.translate to delete.
 _NOT_MARKS = bytes(b for b in range(256) if b not in b'[]{}"')
-
-
-class RequestError(Exception):
-    """A client mistake: answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -130,7 +118,7 @@ class Invocations:
             for column, cell in enumerate(row, start=1):
                 if not _is_number(cell):
                     what = (
-                        "an empty value" if not cell.strip() else f"{_clip(cell)!r} is not a number"
+                        "an empty value" if not cell.strip() else f"{clip(cell)!r} is not a number"
                     )
                     return RequestError(
                         400, f"line {line}, column {column} ({names[column - 1]}): {what}"
@@ -157,7 +145,7 @@ class Invocations:
         try:
             document = json.loads(text)
         except ValueError as exc:  # JSONDecodeError, and integers of more than 4300 digits
-            raise RequestError(400, f"the body is not valid JSON: {_clip(str(exc), 120)}") from None
+            raise RequestError(400, f"the body is not valid JSON: {clip(str(exc), 120)}") from None
         # NumPy reads true and false among numbers as 1 and 0; looking for them costs a walk
         # over every value, so it is done only when the text holds the words at all
         booleans = b"true" in text or b"false" in text
@@ -167,11 +155,11 @@ class Invocations:
             raise RequestError(
                 400, f"the JSON body must be an object or a list; {self._expected()}"
             )
-        keys = [key for key in _JSON_KEYS if key in document]
+        keys = [key for key in JSON_KEYS if key in document]
         if len(keys) != 1:
             found = f"found {_names(list(document))}" if document else "found an empty object"
             raise RequestError(
-                400, f"the JSON body needs exactly one of {', '.join(_JSON_KEYS)}; {found}"
+                400, f"the JSON body needs exactly one of {', '.join(JSON_KEYS)}; {found}"
             )
         key = keys[0]
         value = document[key]
@@ -255,9 +243,9 @@ class Invocations:
             for j, value in enumerate(row):
                 at = f"{where}[{i}][{j}] ({names[j]})"
                 if not _is_json_number(value):
-                    return RequestError(400, f"{at}: {_clip(json.dumps(value))} is not a number")
+                    return RequestError(400, f"{at}: {clip(json.dumps(value))} is not a number")
                 if not _fits_float(value):
-                    return RequestError(400, f"{at}: {_clip(str(value))} is too large a number")
+                    return RequestError(400, f"{at}: {clip(str(value))} is too large a number")
         return RequestError(400, f"{where} could not be read as numbers")
 
     # ------------------------------------------------------------------ shared
@@ -290,182 +278,6 @@ class Invocations:
             f"send rows of the model's {len(self.features)} features ({_names(self.features)}) "
             "as text/csv or application/json"
         )
-
-
-def request_schemas(features: list[str]) -> dict[str, Any]:
-    """JSON Schemas of the bodies :class:`Invocations` reads, for the OpenAPI document.
-
-    Named like OpenAPI components; ``InvocationsJSON`` and ``InvocationsCSV`` are the two
-    bodies. They say what is accepted, no more and no less, so that a generated valid body
-    is answered 200 (unless the model overflows) and an invalid one 400.
-    """
-    ref = "#/components/schemas/"
-    width = len(features)
-    values = {
-        "type": "array",
-        "items": {"type": "number"},
-        "minItems": width,
-        "maxItems": width,
-        "description": f"The {width} features in order: {', '.join(features)}",
-    }
-    record = {
-        "type": "object",
-        "properties": {name: {"type": "number"} for name in features},
-        "required": features,
-        "additionalProperties": False,
-    }
-    keyed: list[dict[str, Any]] = [{"$ref": ref + "Record"}]
-    if "features" not in features:  # SageMaker's {"features": [...]} rows
-        keyed.append(
-            {
-                "type": "object",
-                "properties": {"features": {"$ref": ref + "Values"}},
-                "required": ["features"],
-                "additionalProperties": False,
-            }
-        )
-    rows = {
-        "description": "Rows: lists of the feature values, or objects keyed by feature",
-        "anyOf": [
-            {"type": "array", "items": {"$ref": ref + "Values"}, "minItems": 1},
-            {"type": "array", "items": {"anyOf": keyed}, "minItems": 1},
-        ],
-    }
-    columns = {
-        "description": "Columns: a list of values per feature, all of one length",
-        "type": "object",
-        "properties": {name: {"type": "array", "items": {"type": "number"}} for name in features},
-        "required": features,
-        "additionalProperties": False,
-    }
-    split = {
-        "description": "pandas' split orientation; columns name the features in any order",
-        "type": "object",
-        "properties": {
-            "columns": {
-                "type": ["array", "null"],  # null: the data's rows are in feature order
-                "items": {"type": "string", "enum": features},
-                "minItems": width,
-                "maxItems": width,
-                "uniqueItems": True,
-            },
-            "data": {"type": "array", "items": {"$ref": ref + "Values"}, "minItems": 1},
-        },
-        "required": ["data"],
-    }
-    layouts = {
-        "instances": {"anyOf": [{"$ref": ref + "Rows"}, {"$ref": ref + "Columns"}]},
-        "inputs": {"anyOf": [{"$ref": ref + "Rows"}, {"$ref": ref + "Columns"}]},
-        "dataframe_split": {"$ref": ref + "DataframeSplit"},
-        "dataframe_records": {"$ref": ref + "Rows"},
-    }
-    # exactly one layout key; other keys (MLflow's "params", say) are ignored
-    documents = [
-        {
-            "type": "object",
-            "properties": {key: schema},
-            "required": [key],
-            "not": {"anyOf": [{"required": [other]} for other in layouts if other != key]},
-        }
-        for key, schema in layouts.items()
-    ]
-    return {
-        "Values": values,
-        "Record": record,
-        "Rows": rows,
-        "Columns": columns,
-        "DataframeSplit": split,
-        "InvocationsJSON": {
-            "description": "Rows as a bare list, or under one of " + ", ".join(_JSON_KEYS),
-            "anyOf": [{"$ref": ref + "Rows"}, *documents],
-        },
-        "InvocationsCSV": {
-            "type": "string",
-            "description": (
-                f"Rows of the {width} feature values, comma-separated, one per line; an optional "
-                f"first line names the features in any order ({', '.join(features)})"
-            ),
-            "example": ",".join(features) + "\n" + ",".join("0" for _ in features) + "\n",
-        },
-    }
-
-
-def request_type(content_type: str | None) -> str:
-    """``text/csv`` or ``application/json`` from a Content-Type header, else a 415."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media in (CSV_TYPE, JSON_TYPE):
-        return media
-    said = f"Content-Type {media!r}" if media else "no Content-Type"
-    raise RequestError(415, f"{said} is not supported; send text/csv or application/json")
-
-
-def response_type(accept: str | None) -> str:
-    """What to answer in: the type the Accept header rates highest (JSON or CSV), else a 406.
-
-    As RFC 9110 says: each type takes the quality of the most specific range that matches it
-    (``text/csv`` over ``text/*`` over ``*/*``), ``q=0`` refuses it, and of two types rated
-    alike the one whose range comes first wins, then JSON. No Accept header means JSON.
-    """
-    if accept is None or not accept.strip():
-        return JSON_TYPE
-    ranges = _media_ranges(accept)
-    chosen: tuple[float, int, int, str] | None = None
-    for preference, offer in enumerate((JSON_TYPE, CSV_TYPE)):
-        rated = _quality(offer, ranges)
-        if rated is None or rated[0] <= 0:
-            continue
-        quality, position = rated
-        candidate = (-quality, position, preference, offer)
-        chosen = candidate if chosen is None else min(chosen, candidate)
-    if chosen is None:
-        raise RequestError(
-            406,
-            f"cannot answer as {_clip(accept)!r}; accept application/json (the default) or "
-            "text/csv",
-        )
-    return chosen[3]
-
-
-def _media_ranges(accept: str) -> list[tuple[str, float, int]]:
-    """An Accept header's ranges as (type/subtype, quality, position), bad ones left out."""
-    ranges = []
-    for position, part in enumerate(accept.split(",")):
-        media, *parameters = (item.strip() for item in part.split(";"))
-        media = "*/*" if media == "*" else media.lower()  # a bare * is an old client's */*
-        if media.count("/") != 1:
-            continue
-        quality: float | None = 1.0
-        for parameter in parameters:
-            name, _, value = parameter.partition("=")
-            if name.strip().lower() == "q":
-                quality = _qvalue(value.strip())
-        if quality is not None:
-            ranges.append((media, quality, position))
-    return ranges
-
-
-def _qvalue(text: str) -> float | None:
-    """A q parameter's value, None unless it is a number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if 0.0 <= value <= 1.0 else None
-
-
-def _quality(offer: str, ranges: list[tuple[str, float, int]]) -> tuple[float, int] | None:
-    """The quality and position of the most specific range matching ``offer``, if any."""
-    kind = offer.split("/", 1)[0]
-    specific = {offer: 2, f"{kind}/*": 1, "*/*": 0}
-    matches = [
-        (specific[media], -position, quality)
-        for media, quality, position in ranges
-        if media in specific
-    ]
-    if not matches:
-        return None
-    _, position, quality = max(matches)
-    return quality, -position
 
 
 def _number_matrix(rows: list[Any]) -> Array | None:
@@ -628,10 +440,5 @@ def _is_number(cell: str) -> bool:
 
 def _names(names: list[Any], limit: int = 6) -> str:
     """A short, readable list of names for an error message."""
-    shown = ", ".join(_clip(str(name)) for name in names[:limit])
+    shown = ", ".join(clip(str(name)) for name in names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def _clip(text: str, limit: int = _SHOWN_CHARS) -> str:
-    """Text quoted from a request, cut short: a hostile value must not make a huge error."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
