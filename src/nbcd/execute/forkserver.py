@@ -155,7 +155,9 @@ def _fork_server_main(preload: list[str], launcher: str, warm: list[str], avoid:
             # the server's script stays on the kernel's stack; the input recorder (nbcd's
             # cache) must not count it as something the notebook read
             sys._nbcd_launcher = os.path.abspath(sys.argv[0])  # type: ignore[attr-defined]
-            sys.argv = [launcher, *request["argv"][3:]]
+            # history in memory: a test run neither waits on nor writes to the user's
+            # ~/.ipython history database
+            sys.argv = [launcher, *request["argv"][3:], "--HistoryManager.hist_file=:memory:"]
             from ipykernel import kernelapp
 
             # parent_handle defaults to $JPY_PARENT_PID as read at import, in the server: pass
