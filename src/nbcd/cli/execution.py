@@ -32,7 +32,8 @@ __all__ = ["run", "test_command"]
     nargs=2,
     multiple=True,
     metavar="NAME VALUE",
-    help="Set a parameter; VALUE is typed by YAML rules (7, 0.5, true, null, [a, b]).",
+    help="Set a parameter; VALUE is typed by its declared type, else by YAML 1.2 rules "
+    "(7, 0.5, true, null, [a, b]).",
 )
 @click.option(
     "-f",
@@ -55,6 +56,11 @@ __all__ = ["run", "test_command"]
 )
 @click.option("--kernel", help="Kernel name [default: the notebook's kernelspec].")
 @click.option("--html/--no-html", default=None, help="Also write BUILD/html/NAME.html.")
+@click.option(
+    "--help-params",
+    is_flag=True,
+    help="List the parameters NOTEBOOK declares (name, type, default, comment) and exit.",
+)
 def run(
     notebook: Path,
     params: tuple[tuple[str, str], ...],
@@ -64,16 +70,28 @@ def run(
     timeout: float | None,
     kernel: str | None,
     html: bool | None,
+    help_params: bool,
 ) -> None:
     """Execute NOTEBOOK in a fresh kernel with parameters and write the result."""
-    from nbcd.execute.params import load_parameters_file, parse_value
+    from nbcd.execute.params import (
+        describe_parameters,
+        load_parameters_file,
+        notebook_parameters,
+        parse_value,
+    )
     from nbcd.execute.run import run_notebook
+    from nbcd.notebook import read_notebook
 
+    declared = notebook_parameters(read_notebook(notebook)) if params or help_params else None
+    if help_params:
+        out.print(describe_parameters(notebook, declared), markup=False)
+        return
+    by_name = {p.name: p for p in declared or ()}
     parameters: dict[str, Any] = load_parameters_file(params_file) if params_file else {}
     for name, raw in params:
         if not name.isidentifier():
             raise click.BadParameter(f"{name!r} is not a valid parameter name", param_hint="-p")
-        parameters[name] = parse_value(name, raw)
+        parameters[name] = parse_value(name, raw, by_name.get(name))
     config = load_config(notebook.parent if notebook.parent.exists() else None)
     with interruptible(), progress_bar(notebook.name, counts=True) as progress:
         result = run_notebook(

@@ -9,21 +9,31 @@ from __future__ import annotations
 
 import ast
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import nbformat
-import yaml
 from nbformat import NotebookNode
 
 from nbcd.errors import ParameterError
+from nbcd.execute.values import (
+    ANY,
+    Parameter,
+    ParamType,
+    load_parameters_file,
+    parse_value,
+    union_of,
+)
 
 __all__ = [
     "InjectionResult",
     "declared_parameters",
+    "describe_parameters",
     "inject_parameters",
     "load_parameters_file",
+    "notebook_parameters",
+    "parameters_of_cell",
     "parse_value",
 ]
 
@@ -42,85 +52,184 @@ class InjectionResult:
     has_parameters_cell: bool = True
 
 
-def parse_value(name: str, raw: str) -> Any:
-    """Type a command-line value by YAML rules: ints, floats, bools, null, lists, mappings."""
-    try:
-        return yaml.safe_load(raw) if raw.strip() else ""
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise ParameterError(
-            f"-p {name}: {_clipped(raw)!r} is not a valid YAML value ({_yaml_problem(exc)}); "
-            "quote it to pass a string, e.g. -p name \"'text'\""
-        ) from None
-
-
-def load_parameters_file(path: Path) -> dict[str, Any]:
-    """Read a YAML (or JSON) mapping of parameter names to values."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ParameterError(f"{path}: no such parameters file") from None
-    except IsADirectoryError:
-        raise ParameterError(f"{path}: is a folder, not a parameters file") from None
-    except UnicodeDecodeError as exc:
-        raise ParameterError(
-            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
-            "save it as UTF-8"
-        ) from None
-    except OSError as exc:
-        raise ParameterError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ParameterError(
-            f"{path}: not valid YAML{where} ({_yaml_problem(exc)}); fix the file"
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise ParameterError(f"{path}: must be a mapping of parameter names to values")
-    bad = next((k for k in data if not k.isidentifier()), None)
-    if bad is not None:
-        # it would be injected as `bad = value`, a syntax error in the notebook's kernel
-        raise ParameterError(f"{path}: {bad!r} is not a valid parameter name; use a Python name")
-    return data
-
-
-def _yaml_problem(exc: BaseException) -> str:
-    """PyYAML's short description of a problem (its str() spans several lines)."""
-    if isinstance(exc, RecursionError):  # the YAML composer recurses once per nesting level
-        return "nested too deeply"
-    problem = getattr(exc, "problem", None)
-    lines = str(exc).splitlines()
-    return str(problem or (lines[0] if lines else type(exc).__name__))
-
-
-def _clipped(raw: str, width: int = 60) -> str:
-    # the error must stay one line even for a huge value
-    return raw if len(raw) <= width else raw[: width - 1] + "…"
-
-
 def declared_parameters(source: str) -> tuple[str, ...]:
     """Names assigned at top level in a parameters cell (magics and syntax errors tolerated)."""
-    code = "\n".join(
-        line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))
+    return tuple(p.name for p in parameters_of_cell(source))
+
+
+def notebook_parameters(nb: NotebookNode) -> tuple[Parameter, ...] | None:
+    """What the notebook's first `parameters` cell declares; None when it has no such cell."""
+    cell = next(
+        (c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])), None
     )
+    return None if cell is None else parameters_of_cell(cell.source)
+
+
+def parameters_of_cell(source: str) -> tuple[Parameter, ...]:
+    """Every name a parameters cell assigns at top level, with its type, default and comment.
+
+    A line that is not Python (a magic, a syntax error) is skipped; the other lines still count.
+    A name assigned twice keeps its first place and its last declaration.
+    """
+    code = "\n".join(
+        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
+    found: dict[str, Parameter] = {}
+    for node, chunk in _statements(code):
+        for parameter in _declared_by(node, chunk):
+            found[parameter.name] = parameter
+    return tuple(found.values())
+
+
+def _statements(code: str) -> list[tuple[ast.stmt, str]]:
+    """Top-level statements of code, each with the source its positions refer to.
+
+    When the whole cell does not parse, it is read statement by statement: from each line the
+    shortest run of lines that parses is a statement; a line that starts none is skipped.
+    """
     try:
-        tree = ast.parse(code)
+        return [(node, code) for node in ast.parse(code).body]
     except SyntaxError:
-        return ()
-    names: list[str] = []
-    for node in tree.body:
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = list(node.targets)
-        elif isinstance(node, ast.AnnAssign):
-            targets = [node.target]
-        for target in targets:
-            if isinstance(target, ast.Name) and target.id not in names:
-                names.append(target.id)
-    return tuple(names)
+        pass
+    lines = code.splitlines(keepends=True)
+    found: list[tuple[ast.stmt, str]] = []
+    start = 0
+    while start < len(lines):
+        for end in range(start + 1, len(lines) + 1):
+            if end < len(lines) and lines[end][:1] in (" ", "\t"):
+                continue  # an indented line belongs to the statement before it
+            chunk = "".join(lines[start:end])
+            try:
+                tree = ast.parse(chunk)
+            except SyntaxError:
+                continue
+            found.extend((node, chunk) for node in tree.body)
+            start = end
+            break
+        else:
+            start += 1
+    return found
+
+
+def _declared_by(node: ast.stmt, chunk: str) -> list[Parameter]:
+    """The parameters one top-level statement declares (none for anything but an assignment)."""
+    if isinstance(node, ast.Assign):
+        targets, annotation = list(node.targets), None
+    elif isinstance(node, ast.AnnAssign):
+        targets, annotation = [node.target], node.annotation
+    else:
+        return []
+    value = node.value
+    kind = _annotation_type(annotation) if annotation is not None else _default_type(value)
+    declaration = ast.get_source_segment(chunk, node) or ""
+    base = Parameter(
+        name="",
+        type=kind,
+        annotation=" ".join((ast.get_source_segment(chunk, annotation) or "").split())
+        if annotation is not None
+        else "",
+        default=" ".join((ast.get_source_segment(chunk, value) or "").split()) if value else "",
+        comment=_trailing_comment(node, chunk),
+        source=" ".join(declaration.split()),
+    )
+    return [replace(base, name=t.id) for t in targets if isinstance(t, ast.Name)]
+
+
+def _trailing_comment(node: ast.stmt, chunk: str) -> str:
+    """The comment after the statement on its last line ('' if there is none)."""
+    lines = chunk.splitlines()
+    if node.end_lineno is None or node.end_col_offset is None or node.end_lineno > len(lines):
+        return ""
+    rest = lines[node.end_lineno - 1].encode()[node.end_col_offset :].decode(errors="replace")
+    rest = rest.strip()
+    return rest[1:].strip() if rest.startswith("#") else ""
+
+
+_TYPE_NAMES = {
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "str": "str",
+    "list": "list",
+    "List": "list",
+    "dict": "dict",
+    "Dict": "dict",
+    "None": "none",
+    "NoneType": "none",
+}
+
+
+def _annotation_type(expr: ast.expr) -> ParamType:
+    """The ParamType an annotation names (ANY for what nbcd does not know, e.g. a Path)."""
+    if isinstance(expr, ast.Constant) and expr.value is None:
+        return ParamType("none")
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):  # k: "int" = 3
+        try:
+            return _annotation_type(ast.parse(expr.value, mode="eval").body)
+        except SyntaxError:
+            return ANY
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.BitOr):
+        return union_of([_annotation_type(expr.left), _annotation_type(expr.right)])
+    if isinstance(expr, ast.Subscript):
+        base = _name_of(expr.value)
+        items = expr.slice.elts if isinstance(expr.slice, ast.Tuple) else [expr.slice]
+        args = [_annotation_type(item) for item in items]
+        if base == "Optional" and len(args) == 1:
+            return union_of([args[0], ParamType("none")])
+        if base == "Union":
+            return union_of(args)
+        if _TYPE_NAMES.get(base) == "list" and len(args) == 1:
+            return ParamType("list", (args[0],))
+        if _TYPE_NAMES.get(base) == "dict" and len(args) == 2:
+            return ParamType("dict", (args[0], args[1]))
+        return ANY
+    return ParamType(_TYPE_NAMES[_name_of(expr)]) if _name_of(expr) in _TYPE_NAMES else ANY
+
+
+def _name_of(expr: ast.expr) -> str:
+    """`int` for int, `Optional` for typing.Optional; '' for anything else."""
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Attribute):
+        return expr.attr
+    return ""
+
+
+def _default_type(value: ast.expr | None) -> ParamType:
+    """The type of a literal default (`rate = 0.5` is a float); ANY for None or an expression."""
+    if value is None:
+        return ANY
+    try:
+        default = ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return ANY
+    for python_type in (bool, int, float, str, list, dict):  # bool first: True is an int too
+        if isinstance(default, python_type):
+            return ParamType(python_type.__name__)
+    return ANY
+
+
+def describe_parameters(notebook: Path, declared: tuple[Parameter, ...] | None) -> str:
+    """The --help-params listing: a table of names, types, defaults and comments."""
+    if declared is None:
+        return (
+            f"{notebook}: no cell is tagged `parameters`; "
+            "-p values are typed by YAML 1.2 rules and injected at the top"
+        )
+    if not declared:
+        return f"{notebook}: its parameters cell assigns no names"
+    rows = [("NAME", "TYPE", "DEFAULT", "COMMENT")] + [
+        (p.name, p.type_text or "any", p.default or "-", p.comment) for p in declared
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [f"Parameters of {notebook}:"] + [
+        "  "
+        + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[3]
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def inject_parameters(nb: NotebookNode, parameters: dict[str, Any]) -> InjectionResult:
