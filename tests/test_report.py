@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -343,3 +344,14 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="holds the project"):
         build_site(summary, tmp_path)
     assert (out / "keep.md").read_text() == "mine"
+
+
+def test_a_run_reusing_the_test_execution_shows_no_second_time(tmp_path: Path) -> None:
+    summary = make_project(tmp_path, ok=True)
+    reused = dataclasses.replace(summary.runs[0], reused=True)
+    page = text(build_site(dataclasses.replace(summary, runs=[reused]), tmp_path / "a").index)
+    assert "in test stage" in page
+    assert "(data=&#39;midwest&#39;, k=4)" not in page, "its time counted in the run stage"
+    plain = text(build_site(summary, tmp_path / "b").index)
+    assert "in test stage" not in plain
+    assert "(data=&#39;midwest&#39;, k=4)" in plain

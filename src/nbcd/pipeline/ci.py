@@ -224,6 +224,7 @@ def _run(state: _Run) -> tuple[StageStatus, str, int]:
                 parameters=result.parameters,
                 artifacts=[display_path(a, config.root) for a in result.artifacts],
                 failure=result.describe_failure(),
+                reused=reuse is not None,
             )
         )
         for artifact in result.artifacts:

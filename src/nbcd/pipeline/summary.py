@@ -68,6 +68,7 @@ class RunSummary:
     parameters: dict[str, Any] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
     failure: str = ""
+    reused: bool = False  # the test stage's execution, taken instead of a second one (nbcd ci)
 
 
 @dataclass(frozen=True)

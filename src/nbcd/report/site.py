@@ -158,6 +158,7 @@ def _run_view(run: RunSummary, index: int, root: Path) -> dict[str, Any]:
         "path": str(path),
         "ok": run.ok,
         "duration_s": run.duration_s,
+        "reused": run.reused,
         "parameters": _parameters(run),
         "artifacts": artifacts,
         "failure": run.failure,
@@ -174,7 +175,8 @@ def _index_view(summary: Summary) -> dict[str, Any]:
         if stage.name == "test":
             rows.extend((t.path, "sub", t.duration_s) for t in summary.tests)
         if stage.name == "run":
-            rows.extend((_run_label(r), "sub", r.duration_s) for r in summary.runs)
+            # a reused execution's time was spent, and is shown, in the test stage
+            rows.extend((_run_label(r), "sub", r.duration_s) for r in summary.runs if not r.reused)
     longest = max([seconds for *_, seconds in rows] + [1e-9])
     return {
         "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
