@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from nbcd.errors import WriteError
+from nbcd.errors import NbcdError, WriteError
 
 __all__ = [
     "MAX_JSON_DEPTH",
@@ -39,6 +39,7 @@ __all__ = [
     "file_sha256",
     "load_json",
     "not_a_folder",
+    "read_text",
     "replace_folder",
     "writing",
 ]
@@ -306,3 +307,25 @@ IGNORED_ON_COPY = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "
 def files_under(folder: Path) -> Iterator[Path]:
     """Every regular file below folder, at any depth."""
     return (p for p in folder.rglob("*") if p.is_file())
+
+
+def read_text(path: Path, error: type[NbcdError], *, missing: str, folder: str) -> str:
+    """A user's UTF-8 text file; every way of failing to read it is one ``error`` naming it.
+
+    ``missing`` and ``folder`` end the message when the path does not exist or is a folder.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: {folder}") from None
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error(f"{path}: symlink loop; fix or remove the link") from None
+        raise error(f"{path}: cannot be read ({exc.strerror or exc})") from None

@@ -8,7 +8,6 @@ repair (NB004) so it can be fixed at its source.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import warnings
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbcd.errors import NotebookError
-from nbcd.files import JSONFileError, atomic_write_text, load_json
+from nbcd.files import JSONFileError, atomic_write_text, load_json, read_text
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -64,21 +63,12 @@ def read_notebook(path: Path) -> NotebookNode:
 
 def _read_text(path: Path) -> str:
     """The notebook file's text; every way of failing to read it is one NotebookError."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotebookError(f"{path}: no such notebook; check the path") from None
-    except IsADirectoryError:
-        raise NotebookError(f"{path}: is a folder, not a notebook file") from None
-    except UnicodeDecodeError as exc:
-        raise NotebookError(
-            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
-            "save it as UTF-8"
-        ) from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise NotebookError(f"{path}: symlink loop; fix or remove the link") from None
-        raise NotebookError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return read_text(
+        path,
+        NotebookError,
+        missing="no such notebook; check the path",
+        folder="is a folder, not a notebook file",
+    )
 
 
 def _parse(raw: str, path: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from nbcd.errors import ParameterError
+from nbcd.files import read_text
 
 __all__ = [
     "ANY",
@@ -260,19 +261,12 @@ def _typed(node: yaml.Node, kind: ParamType, raw: str | None = None) -> Any:
 
 def load_parameters_file(path: Path) -> dict[str, Any]:
     """Read a YAML (or JSON) mapping of parameter names to values."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ParameterError(f"{path}: no such parameters file") from None
-    except IsADirectoryError:
-        raise ParameterError(f"{path}: is a folder, not a parameters file") from None
-    except UnicodeDecodeError as exc:
-        raise ParameterError(
-            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
-            "save it as UTF-8"
-        ) from None
-    except OSError as exc:
-        raise ParameterError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    text = read_text(
+        path,
+        ParameterError,
+        missing="no such parameters file",
+        folder="is a folder, not a parameters file",
+    )
     try:
         data = yaml.load(text, Loader=Yaml12Loader)
     except (yaml.YAMLError, RecursionError) as exc:
