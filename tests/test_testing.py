@@ -208,6 +208,37 @@ class TestCache:
         assert self.statuses(notebook, tmp_path) == "passed"
 
 
+@pytest.mark.parametrize("change", ["install", "upgrade", "reinstall", "editable"])
+def test_environment_fingerprint_moves_when_a_distribution_changes(
+    change: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import sys
+
+    site = tmp_path / "site"
+    (site / "demo-1.0.dist-info").mkdir(parents=True)
+    # another interpreter path (a symlink) makes the listing run in a child, under PYTHONPATH
+    python = tmp_path / "python"
+    python.symlink_to(sys.executable)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+
+    def fingerprint() -> str:
+        cache_module.environment_fingerprint.cache_clear()
+        return cache_module.environment_fingerprint(str(python))
+
+    before = fingerprint()
+    assert fingerprint() == before
+    if change == "install":
+        (site / "other-2.0.dist-info").mkdir()
+    elif change == "upgrade":
+        (site / "demo-1.0.dist-info").rename(site / "demo-1.1.dist-info")
+    elif change == "reinstall":
+        os.utime(site / "demo-1.0.dist-info", ns=(1, 1))
+    else:
+        (site / "__editable__.demo-1.0.pth").write_text(str(tmp_path))
+    assert fingerprint() != before
+
+
 def test_cli_prints_lines_summary_and_junit(make_notebook: NotebookFactory, tmp_path: Path) -> None:
     good = executed(make_notebook("print('ok')", name="good.ipynb"))
     bad = executed(make_notebook("print('ok')", name="bad.ipynb"))

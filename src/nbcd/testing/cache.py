@@ -30,9 +30,11 @@ that cannot be written is a warning, never a failed verdict.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -55,29 +57,45 @@ __all__ = [
     "notebook_parts",
 ]
 
-# the environment listing, run in the kernel's interpreter when it is not nbcd's own
-_LISTING = (
-    "import importlib.metadata as m, sys\n"
-    "print(sys.version)\n"
-    "print(sys.prefix)\n"
-    "print('\\n'.join(sorted(f\"{(d.metadata['Name'] or '').lower()}=={d.version}\" "
-    "for d in m.distributions())))\n"
-)
+# The environment listing: the interpreter, its prefix and every distribution's metadata folder
+# on its path (`name-version.dist-info`) with the folder's mtime, which a reinstall moves.
+# Folder names, not parsed METADATA files: reading 180 of those took 0.12 s of a cached rerun.
+# Run in process for nbcd's own interpreter, in the kernel's interpreter otherwise.
+_LISTING = """
+import os, sys
+seen, names = set(), []
+for entry in sys.path:
+    folder = os.path.realpath(entry or os.curdir)
+    if folder in seen:
+        continue
+    seen.add(folder)
+    try:
+        items = list(os.scandir(folder))
+    except OSError:
+        continue
+    for item in items:
+        if item.name.endswith((".dist-info", ".egg-info", ".pth")):
+            try:
+                names.append(f"{item.name} {item.stat().st_mtime_ns}")
+            except OSError:
+                names.append(item.name)
+print(sys.version)
+print(sys.prefix)
+print("\\n".join(sorted(names)))
+"""
 
 
 @functools.cache
 def environment_fingerprint(interpreter: str | None = None) -> str:
-    """An interpreter's version, prefix and every installed distribution, hashed.
+    """An interpreter's version, prefix and installed distributions (by folder), hashed.
 
-    nbcd's own interpreter is read in process; another one runs a short listing once.
+    nbcd's own interpreter is read in process; another one runs the listing once.
     """
     if interpreter is None or _same_interpreter(interpreter):
-        from importlib import metadata
-
-        names = sorted(
-            f"{(d.metadata['Name'] or '').lower()}=={d.version}" for d in metadata.distributions()
-        )
-        listing = "\n".join([sys.version, sys.prefix, *names]) + "\n"
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            exec(_LISTING, {})  # the same listing a foreign interpreter runs
+        listing = output.getvalue()
     else:
         try:
             done = subprocess.run(
