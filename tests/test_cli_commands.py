@@ -605,3 +605,14 @@ def test_serve_on_a_taken_port_is_a_one_line_usage_error(model_dir: Path, tmp_pa
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [result.stderr.strip().splitlines()[-1]], result.stderr
     assert f"127.0.0.1:{port}" in errors[0]
+
+
+def test_cli_never_imports_the_slow_iri_grammar_package() -> None:
+    # jsonschema (via nbformat) would compile ~40 Lark grammars at import when rfc3987_syntax
+    # is installed; the CLI opts out, whether or not the package is present here
+    probe = (
+        "import sys, nbcd.cli, nbformat, jsonschema\n"
+        "print(sys.modules.get('rfc3987_syntax', 'absent'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "None"

@@ -8,11 +8,18 @@ be executed.
 
 from __future__ import annotations
 
+import sys
+
+# jsonschema, which nbformat imports, eagerly imports rfc3987_syntax when it is installed (a
+# Jupyter server pulls it in), and that compiles ~40 Lark grammars at import: 1-2 s of every
+# nbcd command, for IRI formats no notebook schema uses. The CLI is a process of its own, so
+# it opts out; the pytest plugin, a guest in the user's process, does not.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
 import ast
 import errno
 import os
 import re
-import sys
 from pathlib import Path
 
 import click
