@@ -38,6 +38,7 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "load_config",
         "load_model",
         "predict_file",
+        "record",
         "run_notebook",
         "run_pipeline",
         "run_tests",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from nbcd.lint.findings import LintOptions
     from nbcd.model import ModelArtifact, load_model, save_model
     from nbcd.pipeline.ci import PipelineOptions, PipelineResult, run_pipeline
+    from nbcd.records import record
     from nbcd.report.site import SiteResult, build_site
     from nbcd.scaffold.project import ScaffoldResult, init_project
     from nbcd.serve.app import create_app
@@ -55,6 +56,7 @@ __all__ = [
     "load_config",
     "load_model",
     "predict_file",
+    "record",
     "run_notebook",
     "run_pipeline",
     "run_tests",
@@ -90,6 +92,7 @@ __getattr__ = exports(
         "load_config": "nbcd.config",
         "load_model": "nbcd.model",
         "predict_file": "nbcd.serve.predict",
+        "record": "nbcd.records",
         "run_notebook": "nbcd.execute.run",
         "run_pipeline": "nbcd.pipeline.ci",
         "run_tests": "nbcd.testing.runner",
