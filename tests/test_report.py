@@ -7,6 +7,7 @@ import json
 import os
 import re
 import stat
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from nbcd.pipeline.summary import (
     read_summary,
     write_summary,
 )
+from nbcd.report import mathjax
 from nbcd.report import site as report
 from nbcd.report.site import SiteResult, build_site
 
@@ -74,6 +76,41 @@ def executed_notebook() -> nbformat.NotebookNode:
     ]
     nb.cells.append(cell)
     return nb
+
+
+INTEGRAL = r"$$\int_0^1 x^2\,dx = \frac{1}{3}$$"
+EULER = r"$e^{i\pi}+1=0$"
+CDNS = ("cdnjs", "jsdelivr", "unpkg", "cdn.")
+
+
+def math_notebook() -> nbformat.NotebookNode:
+    """LaTeX the way notebooks carry it: markdown math and a text/latex output (sympy's form)."""
+    nb = new_notebook()
+    # \boldsymbol is a TeX extension outside MathJax's base build: it must render offline too
+    equation = "\\begin{equation}\n\\boldsymbol{a}^2 + b^2 = c^2\n\\end{equation}"
+    text = f"# Formulas\n\nEuler: {EULER}, the identity.\n\n{INTEGRAL}\n\n{equation}"
+    nb.cells.append(new_markdown_cell(text))
+    cell = new_code_cell("sympy.Integral(x**2, (x, 0, 1))", execution_count=1)
+    latex = {"text/latex": r"$\displaystyle \int\limits_{0}^{1} x^{2}\, dx$", "text/plain": "I"}
+    cell.outputs = [new_output("execute_result", data=latex, execution_count=1)]
+    nb.cells.append(cell)
+    return nb
+
+
+def make_math_project(root: Path) -> Summary:
+    """make_project's passed run plus two runs of a notebook with formulas (pages 2 and 3)."""
+    summary = make_project(root, ok=True)
+    nbformat.write(math_notebook(), root / "build" / "notebooks" / "formulas.ipynb")
+    run = RunSummary(
+        notebook="notebooks/formulas.ipynb",
+        output="build/notebooks/formulas.ipynb",
+        html=None,
+        ok=True,
+        duration_s=1.0,
+        parameters={},
+        artifacts=[],
+    )
+    return dataclasses.replace(summary, runs=[*summary.runs, run, run])
 
 
 def make_project(root: Path, *, ok: bool) -> Summary:
@@ -202,8 +239,10 @@ def test_messages_are_escaped_on_every_page(failed: SiteResult) -> None:
     assert "&lt;script&gt;alert(" in text(failed.out_dir / "models" / "1-build-model.html")
 
 
-def test_pages_load_nothing_from_outside_hosts(passed: SiteResult, failed: SiteResult) -> None:
-    for page in [*passed.pages, *failed.pages]:
+def test_pages_load_nothing_from_outside_hosts(
+    passed: SiteResult, failed: SiteResult, math_site: SiteResult
+) -> None:
+    for page in [*passed.pages, *failed.pages, *math_site.pages]:
         html = text(page)
         if "/notebooks/" in page.as_posix():
             # notebook pages may link out in markdown; they must not *load* anything remote
@@ -355,3 +394,120 @@ def test_a_run_reusing_the_test_execution_shows_no_second_time(tmp_path: Path) -
     plain = text(build_site(summary, tmp_path / "b").index)
     assert "in test stage" not in plain
     assert "(data=&#39;midwest&#39;, k=4)" in plain
+
+
+# --- math -------------------------------------------------------------------------------------
+
+
+class _Scripts(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        src = dict(attrs).get("src")
+        if tag == "script" and src:
+            self.sources.append(src)
+
+
+def script_sources(html: str) -> list[str]:
+    """The src of every script tag (nbconvert re-serializes, so attribute order varies)."""
+    parser = _Scripts()
+    parser.feed(html)
+    return parser.sources
+
+
+@pytest.fixture(scope="module")
+def math_site(tmp_path_factory: pytest.TempPathFactory) -> SiteResult:
+    root = tmp_path_factory.mktemp("math")
+    return build_site(make_math_project(root), root / "build" / "report")
+
+
+def test_mathjax_is_copied_once_and_only_what_pages_load(math_site: SiteResult) -> None:
+    assets = math_site.out_dir / "assets" / "mathjax"
+    copied = sorted(p.relative_to(assets).as_posix() for p in assets.rglob("*") if p.is_file())
+    fonts = [name for name in copied if name.startswith(f"{mathjax.FONTS}/")]
+    assert copied == sorted(["LICENSE", mathjax.SCRIPT, *fonts])
+    assert fonts and all(name.endswith(".woff") for name in fonts)
+    # one copy for the whole site, however many pages use it: no script or font elsewhere
+    scripts = [p for p in math_site.out_dir.rglob("*") if p.suffix in (".js", ".woff")]
+    assert len(scripts) == len(copied) - 1
+    assert all(assets in p.parents for p in scripts)
+    assert math_site.notes == []
+
+
+def test_math_pages_reference_mathjax_relatively(math_site: SiteResult) -> None:
+    for name in ("notebooks/2-formulas.html", "notebooks/3-formulas.html"):
+        page = math_site.out_dir / name
+        sources = script_sources(text(page))
+        assert sources == ["../assets/mathjax/tex-chtml-full.js"], name
+        assert (page.parent / sources[0]).resolve().is_file()
+        assert r"\int_0^1 x^2" in text(page)  # the TeX stays in the page for MathJax to find
+
+
+def test_pages_without_math_load_no_mathjax(math_site: SiteResult, passed: SiteResult) -> None:
+    assert "MathJax" not in text(math_site.out_dir / "notebooks" / "1-analysis.html")
+    assert "<script" not in text(math_site.index)
+    assert not (passed.out_dir / "assets" / "mathjax").exists(), "no formula, no copy"
+
+
+def test_no_page_names_a_cdn(math_site: SiteResult, passed: SiteResult, failed: SiteResult) -> None:
+    for page in [*math_site.pages, *passed.pages, *failed.pages]:
+        html = text(page).lower()
+        assert not [cdn for cdn in CDNS if cdn in html], page
+
+
+def test_when_mathjax_is_not_installed_then_formulas_stay_source_and_a_note_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "mathjax_source", lambda: None)
+    result = build_site(make_math_project(tmp_path), tmp_path / "site")
+    assert result.notes == [
+        "MathJax is not installed (pip install django-static-mathjax): "
+        "formulas show as LaTeX source"
+    ]
+    assert "MathJax-script" not in text(result.out_dir / "notebooks" / "2-formulas.html")
+    assert not (result.out_dir / "assets" / "mathjax").exists()
+
+
+def test_mathjax_is_installed_with_nbcd() -> None:
+    source = mathjax.mathjax_source()
+    assert source is not None, f"MathJax missing: {mathjax.PACKAGE_HINT}"
+    assert (source.parent / "LICENSE").is_file()
+
+
+@pytest.mark.parametrize(
+    ("page", "url"),
+    [
+        ("notebooks/1-a.html", "../assets/mathjax/tex-chtml-full.js"),
+        ("index.html", "assets/mathjax/tex-chtml-full.js"),
+        ("a/b/c.html", "../../assets/mathjax/tex-chtml-full.js"),
+    ],
+)
+def test_script_url_is_relative_to_the_page(page: str, url: str) -> None:
+    assert mathjax.script_url(page) == url
+
+
+def _cell(kind: str, source: str | list[str] = "", **data: str) -> dict[str, Any]:
+    outputs = [{"output_type": "display_data", "data": data}] if data else []
+    return {"cell_type": kind, "source": source, "outputs": outputs}
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        (_cell("markdown", "Euler: $e^{i\\pi}$"), True),
+        (_cell("markdown", ["display\n", "$$x$$"]), True),  # source as a list of lines
+        (_cell("markdown", "\\(x\\) inline"), True),
+        (_cell("markdown", "\\[x\\] display"), True),
+        (_cell("markdown", "\\begin{align} a \\end{align}"), True),
+        (_cell("markdown", "# Plain words"), False),
+        (_cell("code", "cost = '$5'"), False),  # code is shown highlighted, never typeset
+        (_cell("code", **{"text/latex": "x^2", "text/plain": "x**2"}), True),
+        (_cell("code", **{"text/markdown": "$x$"}), True),
+        (_cell("code", **{"text/html": "<b>$x$</b>"}), True),
+        (_cell("code", **{"text/plain": "$x$"}), False),  # shown in <pre>: MathJax skips it
+    ],
+)
+def test_has_math(cell: dict[str, Any], expected: bool) -> None:
+    assert mathjax.has_math({"cells": [cell]}) is expected

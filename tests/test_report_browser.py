@@ -1,19 +1,23 @@
 """The report site in a real browser: headless Chromium driven over the DevTools protocol.
 
 The protocol client is a few lines of standard library (one WebSocket, JSON messages), so the
-test needs nothing but a Chromium binary. Screenshots go to build/test-artifacts/.
+test needs nothing but a Chromium binary. Screenshots go to build/test-artifacts/; the one of
+rendered formulas also to the test's tmp folder and MATH_SHOT.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
+import http.server
 import json
 import os
 import shutil
 import socket
 import struct
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,12 +27,14 @@ from urllib.parse import urlparse
 
 import pytest
 
+from nbcd.report import site as report
 from nbcd.report.site import SiteResult, build_site
-from tests.test_report import make_project
+from tests.test_report import make_math_project, make_project
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "build" / "test-artifacts"
 CHROMIUM = os.environ.get("NBCD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+MATH_SHOT = Path("/tmp/nbcd_math.png")  # a fixed place to look at the rendering by eye
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -158,17 +164,36 @@ class Page:
             if e.get("method") == "Network.requestWillBeSent"
         ]
 
+    def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression, awaited if it is a promise."""
+        result = self.call(
+            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+        )
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
     def text(self, selector: str) -> str:
         expression = f"document.querySelector({json.dumps(selector)})?.innerText ?? ''"
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
         return str(result["result"].get("value", ""))
 
-    def screenshot(self, path: Path) -> None:
-        """The whole page, not just the viewport."""
-        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    def screenshot(self, path: Path, selector: str | None = None, margin: int = 8) -> None:
+        """The whole page, not just the viewport; or the region of selector's first match."""
+        if selector is None:
+            size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+            clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"]}
+        else:
+            clip = self.evaluate(
+                f"(({{x, y, width, height}}) => ({{x: x + scrollX - {margin}, "
+                f"y: y + scrollY - {margin}, width: width + {2 * margin}, "
+                f"height: height + {2 * margin}}}))"
+                f"(document.querySelector({json.dumps(selector)}).getBoundingClientRect())"
+            )
         shot = self.call(
-            "Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True
+            "Page.captureScreenshot",
+            format="png",
+            clip={**clip, "scale": 1},
+            captureBeyondViewport=True,
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
@@ -246,3 +271,113 @@ def test_every_page_loads_only_local_files(page: Page, tmp_path: Path) -> None:
     page.screenshot(ARTIFACTS / "model-card.png")
     page.open((result.out_dir / "notebooks" / "1-analysis.html").as_uri())
     page.screenshot(ARTIFACTS / "notebook.png")
+
+
+# --- math --------------------------------------------------------------------------------------
+
+MATH_PAGE = "notebooks/2-formulas.html"
+# How many math elements MathJax made once its first typeset is over and the fonts it asked for
+# arrived, or -1 when the script never ran (window.MathJax is then still our config object).
+MATH_DONE = """(async () => {
+  if (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) return -1;
+  await MathJax.startup.promise;
+  await new Promise(requestAnimationFrame);  // laid out, so its fonts are requested
+  await document.fonts.ready;
+  return document.querySelectorAll('mjx-container').length;
+})()"""
+MATH_FONTS = """[...document.fonts].filter(f => f.family.startsWith('MJX')).map(f => f.status)"""
+COUNT = "document.querySelectorAll({}).length"
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """A static file server that logs nothing and answers the browser's own favicon request."""
+
+    def do_GET(self) -> None:
+        if self.path == "/favicon.ico":  # asked by Chromium for any http page, not by the site
+            self.send_response(204)
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def http_server(folder: Path) -> Iterator[str]:
+    """Serve folder over HTTP on a free port; the origin, like http://127.0.0.1:PORT."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def math_site(root: Path) -> SiteResult:
+    """A site deep under root, so serving root puts it on a sub-path (/deep/sub/report/)."""
+    return build_site(make_math_project(root), root / "deep" / "sub" / "report")
+
+
+def count(page: Page, selector: str) -> int:
+    return int(page.evaluate(COUNT.format(json.dumps(selector))))
+
+
+def assert_formulas_rendered(page: Page, local: tuple[str, ...]) -> None:
+    """MathJax typeset every formula from the site's own files, and no TeX source is left."""
+    assert page.evaluate(MATH_DONE) >= 4, "MathJax did not run or typeset nothing"
+    assert page.problems() == []  # a missing script, font or component is a failed load
+    assert [u for u in page.requested() if not u.startswith(local)] == []
+    statuses = page.evaluate(MATH_FONTS)
+    assert "loaded" in statuses and "error" not in statuses, statuses
+    markdown = ".jp-MarkdownOutput"
+    assert count(page, f'{markdown} mjx-container[display="true"]') == 2  # $$ and equation
+    assert count(page, f'{markdown} mjx-container:not([display="true"])') == 1  # Euler
+    assert count(page, ".jp-RenderedLatex mjx-container") == 1  # the text/latex output
+    assert count(page, "mjx-merror") == 0  # a TeX error MathJax shows in place of a formula
+    shown = page.text(markdown)
+    for source in ("$$", "$e^", "\\int", "\\frac", "\\begin{equation}"):
+        assert source not in shown, f"{source!r} still shown as text"
+
+
+def test_formulas_render_offline_from_the_site_copy(page: Page, tmp_path: Path) -> None:
+    result = math_site(tmp_path)
+    page.open((result.out_dir / MATH_PAGE).as_uri())
+    assert_formulas_rendered(page, ("file:", "data:"))
+    shot = tmp_path / "math.png"
+    page.screenshot(shot, ".jp-MarkdownOutput")
+    assert shot.stat().st_size > 2000  # a blank region is a few hundred bytes of PNG
+    shutil.copyfile(shot, MATH_SHOT)
+
+
+def test_formulas_render_when_served_from_a_sub_path(page: Page, tmp_path: Path) -> None:
+    math_site(tmp_path)
+    with http_server(tmp_path) as origin:
+        page.open(f"{origin}/deep/sub/report/{MATH_PAGE}")
+        assert_formulas_rendered(page, (origin + "/", "data:"))
+
+
+def test_a_wrong_mathjax_path_fails_the_check(
+    page: Page, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks above can fail: a script URL that points nowhere leaves TeX as source."""
+    monkeypatch.setattr(report, "script_url", lambda page: "../assets/mathjax/nowhere.js")
+    result = math_site(tmp_path)
+    page.open((result.out_dir / MATH_PAGE).as_uri())
+    assert page.evaluate(MATH_DONE) == -1
+    assert any(p.startswith("load failed") for p in page.problems()), page.problems()
+    assert "$$" in page.text(".jp-MarkdownOutput")
+
+
+def test_a_missing_font_is_a_failed_load(page: Page, tmp_path: Path) -> None:
+    """The fonts are fetched from the copy at the path MathJax derives from its script."""
+    result = math_site(tmp_path)
+    fonts = result.out_dir / "assets" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
+    (fonts / "MathJax_Main-Regular.woff").unlink()
+    page.open((result.out_dir / MATH_PAGE).as_uri())
+    page.evaluate(MATH_DONE)
+    assert any(p.startswith("load failed") for p in page.problems()), page.problems()

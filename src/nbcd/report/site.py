@@ -2,9 +2,10 @@
 
 ``build_site`` reads nothing but the Summary and the files its paths point at (executed
 notebooks, model.json files). It writes an index page, one page per executed notebook
-(nbconvert, images embedded, no CDN scripts) and one model card per model folder. The site is
-built in a temporary folder beside ``out_dir`` and swapped in whole, so readers never see a
-half-written site.
+(nbconvert, images embedded, no CDN scripts) and one model card per model folder. Notebook
+pages with LaTeX load MathJax from the site's own ``assets/mathjax/``, copied once when some
+page needs it (see ``nbcd.report.mathjax``). The site is built in a temporary folder beside
+``out_dir`` and swapped in whole, so readers never see a half-written site.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from nbcd.errors import NbcdError, UsageError
 from nbcd.files import atomic_write_text, load_json, replace_folder
 from nbcd.notebook import read_notebook
 from nbcd.pipeline.summary import RunSummary, Summary
+from nbcd.report.mathjax import PACKAGE_HINT, copy_mathjax, has_math, mathjax_source, script_url
 
 __all__ = ["SiteResult", "build_site"]
 
@@ -60,12 +62,13 @@ def build_site(summary: Summary, out_dir: Path, *, exclude_input: bool = False) 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
     try:
         env = _environment()
+        mathjax = mathjax_source()
         pages = ["index.html"]
         runs = [_run_view(run, i, root) for i, run in enumerate(summary.runs)]
         models = [_model_view(folder, i, root) for i, folder in enumerate(summary.models)]
         for run in runs:
             if run["page"]:
-                run["note"] = _write_notebook_page(summary, run, staging, exclude_input)
+                run["note"] = _write_notebook_page(summary, run, staging, exclude_input, mathjax)
                 run["page"] = None if run["note"] else run["page"]
             pages.extend([run["page"]] if run["page"] else [])
         for model in models:
@@ -73,11 +76,12 @@ def build_site(summary: Summary, out_dir: Path, *, exclude_input: bool = False) 
             atomic_write_text(staging / model["page"], page)
             pages.append(model["page"])
         notes = [v["note"] for v in [*runs, *models] if v["note"]]
+        notes.extend(_add_mathjax(staging, mathjax, runs))
         index = env.get_template("index.html.j2").render(
             s=summary, runs=runs, models=models, **_index_view(summary)
         )
         atomic_write_text(staging / "index.html", index)
-        (staging / "assets").mkdir()
+        (staging / "assets").mkdir(exist_ok=True)  # MathJax may be there already
         shutil.copyfile(TEMPLATES / "style.css", staging / "assets" / "style.css")
         (staging / MARKER).touch()
         replace_folder(staging, out_dir)
@@ -124,8 +128,14 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _write_notebook_page(summary: Summary, run: dict[str, Any], staging: Path, hide: bool) -> str:
-    """Render one executed notebook with nbconvert; what went wrong, or "" when it worked."""
+def _write_notebook_page(
+    summary: Summary, run: dict[str, Any], staging: Path, hide: bool, mathjax: Path | None
+) -> str:
+    """Render one executed notebook with nbconvert; what went wrong, or "" when it worked.
+
+    Sets run["math"] when the page shows LaTeX; it then loads MathJax if mathjax (the
+    installed copy) is there.
+    """
     from nbcd.report.render import notebook_to_html  # deferred: importing nbconvert takes a second
 
     try:
@@ -140,12 +150,25 @@ def _write_notebook_page(summary: Summary, run: dict[str, Any], staging: Path, h
         "parameters": run["parameters"],
         "duration": _duration(run["duration_s"]),
     }
+    math = has_math(nb)
+    url = script_url(run["page"]) if math and mathjax else None
     try:
-        body = notebook_to_html(nb, exclude_input=hide, resources={"nbcd_bar": bar})
+        body = notebook_to_html(nb, exclude_input=hide, resources={"nbcd_bar": bar}, mathjax=url)
     except Exception as exc:  # nbconvert raises many types on odd outputs; the index notes it
         return f"{run['output']}: nbconvert could not render it ({type(exc).__name__}: {exc})"
     atomic_write_text(staging / run["page"], body)
+    run["math"] = math
     return ""
+
+
+def _add_mathjax(staging: Path, mathjax: Path | None, runs: list[dict[str, Any]]) -> list[str]:
+    """Copy MathJax into the site once if a page shows math; a note if it cannot."""
+    if not any(run["math"] for run in runs):
+        return []  # a site without formulas stays 1.7 MB lighter
+    if mathjax is None:
+        return [f"MathJax is not installed ({PACKAGE_HINT}): formulas show as LaTeX source"]
+    copy_mathjax(mathjax, staging)
+    return []
 
 
 def _run_view(run: RunSummary, index: int, root: Path) -> dict[str, Any]:
@@ -163,6 +186,7 @@ def _run_view(run: RunSummary, index: int, root: Path) -> dict[str, Any]:
         "artifacts": artifacts,
         "failure": run.failure,
         "page": f"notebooks/{index + 1}-{_slug(Path(run.output).stem)}.html" if exists else None,
+        "math": False,  # set once the page is written: it shows LaTeX
         "note": "" if exists else f"{run.output}: the executed notebook is missing",
     }
 
