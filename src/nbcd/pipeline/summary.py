@@ -84,6 +84,7 @@ class Summary:
     tests: list[NotebookSummary] = field(default_factory=list)
     runs: list[RunSummary] = field(default_factory=list)
     models: list[str] = field(default_factory=list)  # model folders (with model.json)
+    sweeps: list[str] = field(default_factory=list)  # sweep summaries (nbcd.execute.sweep)
     environment: dict[str, str] = field(default_factory=dict)
     git: dict[str, str] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION

@@ -30,6 +30,7 @@ from nbcd.files import atomic_write_text, load_json, replace_folder
 from nbcd.notebook import read_notebook
 from nbcd.pipeline.summary import RunSummary, Summary
 from nbcd.report.mathjax import PACKAGE_HINT, copy_mathjax, has_math, mathjax_source, script_url
+from nbcd.report.sweeps import sweep_view
 
 __all__ = ["SiteResult", "build_site"]
 
@@ -66,6 +67,7 @@ def build_site(summary: Summary, out_dir: Path, *, exclude_input: bool = False) 
         pages = ["index.html"]
         runs = [_run_view(run, i, root) for i, run in enumerate(summary.runs)]
         models = [_model_view(folder, i, root) for i, folder in enumerate(summary.models)]
+        sweeps = [sweep_view(root / path, root) for path in summary.sweeps]
         for run in runs:
             if run["page"]:
                 run["note"] = _write_notebook_page(summary, run, staging, exclude_input, mathjax)
@@ -75,10 +77,10 @@ def build_site(summary: Summary, out_dir: Path, *, exclude_input: bool = False) 
             page = env.get_template("model.html.j2").render(s=summary, model=model)
             atomic_write_text(staging / model["page"], page)
             pages.append(model["page"])
-        notes = [v["note"] for v in [*runs, *models] if v["note"]]
+        notes = [v["note"] for v in [*runs, *models, *sweeps] if v["note"]]
         notes.extend(_add_mathjax(staging, mathjax, runs))
         index = env.get_template("index.html.j2").render(
-            s=summary, runs=runs, models=models, **_index_view(summary)
+            s=summary, runs=runs, models=models, sweeps=sweeps, **_index_view(summary)
         )
         atomic_write_text(staging / "index.html", index)
         (staging / "assets").mkdir(exist_ok=True)  # MathJax may be there already
