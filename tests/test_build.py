@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 import nbcd.build.context
 import nbcd.build.lock
+import nbcd.build.wheel
 from nbcd.build.context import build_context, default_tag, docker_available
 from nbcd.config import load_config
 from nbcd.errors import ModelError, UsageError
@@ -117,15 +118,21 @@ def test_census_context_uses_its_own_dockerfile_and_copies_what_it_needs(census:
     assert "docker build -t census-segmentation:0.1.0 build/docker" in result.message
 
 
+def lock_pins(text: str) -> list[str]:
+    """The requirement lines of a lock: not its comments, hashes or `# via` lines."""
+    return [line.removesuffix(" \\") for line in text.splitlines() if line[:1] not in "# "]
+
+
 def test_lock_pins_each_requirement_to_the_installed_version_then_nbcd(census: Path) -> None:
     result = build_context(load_config(census), wheel=False, docker=False)
 
-    lines = (result.context / "requirements.lock").read_text().splitlines()
-    pins = [line for line in lines if not line.startswith("#")]
+    pins = lock_pins((result.context / "requirements.lock").read_text())
     assert f"scikit-learn=={importlib.metadata.version('scikit-learn')}" in pins
     assert f"pandas=={importlib.metadata.version('pandas')}" in pins
     assert pins[-1] == f"nbcd=={NBCD_VERSION}"
     assert all("==" in pin for pin in pins)
+    names = [pin.partition("==")[0] for pin in pins[:-1]]
+    assert names == sorted(names)  # sorted by name, nbcd last
 
 
 def test_generated_dockerfile_serves_the_model_sagemaker_style(plain: Path) -> None:
@@ -136,6 +143,10 @@ def test_generated_dockerfile_serves_the_model_sagemaker_style(plain: Path) -> N
     assert f"FROM python:{platform.python_version()}-slim-bookworm" in text
     assert "COPY pyproject.toml README.md ./" in text
     assert "COPY model/ /opt/ml/model/" in text
+    # the image installs the serving lock only, as the whole closure: no resolver
+    assert "COPY requirements-serve.lock ./" in text
+    assert "RUN pip install --no-cache-dir --no-deps -r requirements-serve.lock" in text
+    assert "-r requirements.lock" not in text
     assert "USER 10001" in text and "EXPOSE 8080" in text and 'CMD ["serve"]' in text
     serve = result.context / "serve"
     assert os.access(serve, os.X_OK)
@@ -335,8 +346,8 @@ def test_an_nbcd_from_a_source_folder_ships_as_a_wheel_built_once(
         cache.mkdir(parents=True)
         (cache / f"nbcd-{NBCD_VERSION}-py3-none-any.whl").write_bytes(b"wheel")
 
-    monkeypatch.setattr(nbcd.build.lock, "_nbcd_source", lambda: (source, None))
-    monkeypatch.setattr(nbcd.build.lock, "_pip_wheel", pip_wheel)
+    monkeypatch.setattr(nbcd.build.wheel, "_nbcd_source", lambda: (source, None))
+    monkeypatch.setattr(nbcd.build.wheel, "_pip_wheel", pip_wheel)
     monkeypatch.setenv("NBCD_CACHE_DIR", str(tmp_path / "user-cache"))
 
     first = build_context(load_config(plain), docker=False)
@@ -361,7 +372,7 @@ def test_an_nbcd_from_a_source_folder_ships_as_a_wheel_built_once(
 
 @pytest.mark.slow
 def test_the_installed_nbcd_builds_into_a_real_wheel(plain: Path) -> None:
-    source, _ = nbcd.build.lock._nbcd_source()
+    source, _ = nbcd.build.wheel._nbcd_source()
     if source is None:
         pytest.skip("nbcd is not installed from a source folder")
     had_build_folder = (source / "build").exists()
@@ -371,3 +382,60 @@ def test_the_installed_nbcd_builds_into_a_real_wheel(plain: Path) -> None:
     assert result.wheel is not None and result.wheel.name.startswith(f"nbcd-{NBCD_VERSION}-")
     assert result.wheel.stat().st_size > 10_000
     assert (source / "build").exists() == had_build_folder
+
+
+# ----------------------------------------------------------------------------- the two locks
+
+
+def test_the_serving_lock_holds_what_serving_needs_and_none_of_the_analysis_stack(
+    census: Path,
+) -> None:
+    result = build_context(load_config(census), wheel=False, docker=False)
+
+    serving = lock_pins((result.context / "requirements-serve.lock").read_text())
+    analysis = lock_pins((result.context / "requirements.lock").read_text())
+    names = {pin.partition("==")[0] for pin in serving}
+    # nbcd's server, the model's libraries (from the skops file) and their dependencies
+    assert {"fastapi", "uvicorn", "httptools", "skops", "scikit-learn", "numpy"} <= names
+    assert {"scipy", "joblib", "threadpoolctl", "pandas", "click"} <= names
+    for analysis_only in ("matplotlib", "nbconvert", "ipykernel", "jupyter-client", "plotnine"):
+        assert analysis_only not in names
+        assert any(pin.startswith(f"{analysis_only}==") for pin in analysis), analysis_only
+    assert set(serving) <= set(analysis)  # the same versions, a subset
+    assert serving[-1] == analysis[-1] == f"nbcd=={NBCD_VERSION}"
+    assert result.locks is not None
+    assert result.locks.serving.pins == tuple(serving)
+    via = (result.context / "requirements-serve.lock").read_text()
+    assert "# via model.skops, nbcd[serve]" in via  # scikit-learn: the model and the server
+
+
+def test_a_fully_hashed_serving_lock_makes_the_dockerfile_require_hashes(
+    plain: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def every_pin_hashed(pins: list[tuple[str, str]], *_: object) -> dict[str, list[str]]:
+        return {name: ["0" * 64] for name, _ in pins}
+
+    monkeypatch.setattr(nbcd.build.lock, "local_hashes", every_pin_hashed)
+
+    result = build_context(load_config(plain), wheel=False, docker=False)
+
+    text = result.dockerfile.read_text()
+    assert (
+        "pip install --no-cache-dir --no-deps --require-hashes -r requirements-serve.lock" in text
+    )
+    lock = (result.context / "requirements-serve.lock").read_text()
+    assert lock.count("--hash=sha256:" + "0" * 64) == len(lock_pins(lock))
+
+
+def test_a_project_dockerfile_on_another_python_is_warned_about(plain: Path) -> None:
+    (plain / "Dockerfile").write_text(
+        'FROM python:3.9.18-slim-bookworm\nCOPY requirements-serve.lock ./\nCMD ["serve"]\n',
+        encoding="utf-8",
+    )
+
+    result = build_context(load_config(plain), wheel=False, docker=False)
+
+    (finding,) = [f for f in result.findings if f.code == "BLD005"]
+    assert finding.severity == "warning" and "Python 3.9.18" in finding.message
+    assert result.locks is not None and result.locks.target.python_version == "3.9.18"
+    assert "CPython 3.9.18 on Linux" in " ".join(result.locks.serving.text.split())

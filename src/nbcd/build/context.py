@@ -5,7 +5,10 @@ the whole folder in at the end, so a failed build leaves the previous context un
 (wheels/ and site/ always exist, with a README.txt when there is nothing to put there)::
 
     Dockerfile          the project's own, or one generated from a template
-    requirements.lock   the project's requirements pinned to the versions installed here, + nbcd
+    requirements.lock   what the notebooks ran with: the project's requirements and nbcd, the
+                        whole dependency closure at the versions installed here (lock.py)
+    requirements-serve.lock   what serving the model needs, closure and versions alike: the
+                        generated Dockerfile installs only this one
     requirements.txt    the project's file as written (a project Dockerfile may copy it)
     wheels/             an nbcd wheel when nbcd is installed from a source folder or a wheel
     model/              the model artifact (model.skops + model.json)
@@ -16,30 +19,41 @@ the whole folder in at the end, so a failed build leaves the previous context un
 Then hadolint checks the Dockerfile (through the lint stage) and ``docker build`` runs when a
 Docker daemon answers. Findings of this stage, besides the lint stage's own codes:
 
-    BLD001  error    a requirement is not installed, so its version cannot be locked
+    BLD001  error    a requirement (or one of its dependencies) is not installed, so its
+                     version cannot be locked
     BLD002  warning  the installed version does not satisfy the requirement as written
     BLD003  warning  a requirements line that cannot be pinned (a path, an unknown option)
     BLD004  error    a file the project's Dockerfile copies is neither built nor in the project
+    BLD005  warning  the image's Python (its FROM line) is not the one the notebooks ran on
+    BLD006  warning  --download-wheels found no wheel of a pin for the image
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nbcd.build.lock import installed_version, lock_requirements, nbcd_wheel
+from nbcd.build.closure import Target
+from nbcd.build.hashes import wheelhouses
+from nbcd.build.lock import Locks, write_locks
+from nbcd.build.wheel import nbcd_wheel, wheel_cache
 from nbcd.config import Config
 from nbcd.errors import ModelError, UsageError
-from nbcd.files import load_json, IGNORED_ON_COPY, atomic_write_text, file_sha256, files_under, replace_folder
+from nbcd.files import (
+    IGNORED_ON_COPY,
+    atomic_write_text,
+    file_sha256,
+    files_under,
+    load_json,
+    replace_folder,
+)
 from nbcd.lint.dockerfile import dockerfile_copy_sources
 from nbcd.lint.engine import lint_options, lint_paths
 from nbcd.lint.findings import Finding
@@ -84,6 +98,7 @@ class BuildResult:
     duration_s: float
     model: Path  # the model folder that was copied into the context
     wheel: Path | None = None  # the nbcd wheel shipped in wheels/, if any
+    locks: Locks | None = None  # requirements.lock and requirements-serve.lock, as written
 
 
 def build_context(
@@ -95,12 +110,15 @@ def build_context(
     tag: str | None = None,
     wheel: bool = True,
     docker: bool = True,
+    download_wheels: bool = False,
 ) -> BuildResult:
     """Assemble the deployable build context, lint its Dockerfile, and build the image.
 
     ``model`` overrides the model folder found from the project's runs; ``wheel=False`` skips
-    building an nbcd wheel; ``docker=False`` never calls Docker. Raises UsageError (no model,
-    bad tag, Docker required but not running) or ModelError (an incomplete model folder).
+    building an nbcd wheel; ``docker=False`` never calls Docker; ``download_wheels`` fetches
+    the image's wheel of every pin into nbcd's wheelhouse first (PyPI), so that the locks are
+    hashed. Raises UsageError (no model, bad tag, Docker required but not running) or
+    ModelError (an incomplete model folder).
     """
     started = time.perf_counter()
     root = config.root.resolve()
@@ -123,7 +141,9 @@ def build_context(
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        generated, wheel_path, findings = _assemble(config, staged, model_dir, wheel=wheel)
+        generated, wheel_path, locks, findings = _assemble(
+            config, staged, model_dir, wheel=wheel, download=download_wheels
+        )
         report = lint_paths(
             [staged / "Dockerfile"],
             lint_options(config, use_ruff=False),
@@ -176,6 +196,7 @@ def build_context(
         duration_s=time.perf_counter() - started,
         model=model_dir,
         wheel=target / "wheels" / wheel_path.name if wheel_path else None,
+        locks=locks,
     )
 
 
@@ -183,19 +204,31 @@ def build_context(
 
 
 def _assemble(
-    config: Config, staged: Path, model_dir: Path, *, wheel: bool
-) -> tuple[bool, Path | None, list[Finding]]:
-    """Fill ``staged`` with the context; return (Dockerfile generated, wheel, findings)."""
+    config: Config, staged: Path, model_dir: Path, *, wheel: bool, download: bool
+) -> tuple[bool, Path | None, Locks, list[Finding]]:
+    """Fill ``staged`` with the context; return (Dockerfile generated, wheel, locks, findings)."""
     root = config.root.resolve()
     (staged / "wheels").mkdir()
     wheel_path = nbcd_wheel(config, staged / "wheels") if wheel else None
     if wheel_path is None:
         _placeholder(staged / "wheels", "No nbcd wheel: the image installs nbcd from PyPI.")
-    nbcd_line = (
-        f"./wheels/{wheel_path.name}" if wheel_path else f"nbcd=={installed_version('nbcd')}"
+    own = root / "Dockerfile"
+    # the locks' markers and wheel tags are the image's: the project Dockerfile's FROM line
+    # names its Python; the generated one runs this Python
+    own_text = own.read_text(encoding="utf-8", errors="replace") if own.is_file() else ""
+    target = Target.from_dockerfile(own_text) if own_text else Target.image()
+    cache = wheel_cache(config)
+    locks = write_locks(
+        config,
+        model_dir=model_dir,
+        nbcd_wheel=wheel_path,
+        target=target,
+        wheel_folders=wheelhouses(cache),
+        download_to=cache / "pypi" if download else None,
     )
-    lock, findings = lock_requirements(config, nbcd_line)
-    atomic_write_text(staged / "requirements.lock", lock)
+    findings = list(locks.findings)
+    for lock in (locks.analysis, locks.serving):
+        atomic_write_text(staged / lock.name, lock.text)
     if (root / "requirements.txt").is_file():
         shutil.copy2(root / "requirements.txt", staged / "requirements.txt")
 
@@ -210,26 +243,34 @@ def _assemble(
     serve.write_text(text_template(TEMPLATES, "serve.j2").render(), encoding="utf-8")
     serve.chmod(0o755)  # COPY keeps the mode: the entry point must be executable
 
-    own = root / "Dockerfile"
-    if own.is_file():
+    if own_text:
         shutil.copy2(own, staged / "Dockerfile")
         findings += _mirror_copy_sources(config, staged, model_dir)
-        return False, wheel_path, findings
-    text = render_dockerfile(project=config.name, package_files=package_files)
+        return False, wheel_path, locks, findings
+    text = render_dockerfile(
+        project=config.name,
+        package_files=package_files,
+        require_hashes=locks.serving.hashed,
+    )
     atomic_write_text(staged / "Dockerfile", text)
-    return True, wheel_path, findings
+    return True, wheel_path, locks, findings
 
 
-def render_dockerfile(*, project: str, package_files: list[str] | None = None) -> str:
+def render_dockerfile(
+    *, project: str, package_files: list[str] | None = None, require_hashes: bool = False
+) -> str:
     """The Dockerfile nbcd generates for a context laid out as ``build_context`` makes it.
 
     ``package_files`` are the files beside ``src/`` that `pip install .` needs (pyproject.toml
-    first); empty or None for a project without an installable package.
+    first); empty or None for a project without an installable package. ``require_hashes``
+    when every pin of requirements-serve.lock is hashed (pip turns hash checking on by itself
+    for a hashed lock; the flag makes a lock that lost its hashes fail loudly).
     """
     return text_template(TEMPLATES, "Dockerfile.j2").render(
         project=project,
         python_version=platform.python_version(),
         package_files=package_files or [],
+        require_hashes=require_hashes,
     )
 
 
