@@ -3,7 +3,8 @@
 Collect (:func:`load_table`); explore (:func:`clean`, :func:`strongest_correlations`,
 :func:`most_skewed`); model (:func:`segment`, :func:`save_segmentation`); conclude
 (:func:`centroid_profiles`, :func:`component_summary`, :func:`example_counties`,
-:func:`pair_table`). Figures live in :mod:`census_segmentation.plots`.
+:func:`pair_table`) and the conclusion in words (:func:`write_conclusion`). Figures live in
+:mod:`census_segmentation.plots`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from census_segmentation.conclude import (
 )
 from census_segmentation.errors import DataSourceError, ParameterError
 from census_segmentation.explore import most_skewed, strongest_correlations
+from census_segmentation.narrative import (
+    Conclusion,
+    Stability,
+    cluster_stability,
+    distinctive_traits,
+    write_conclusion,
+)
 from census_segmentation.schemas import ACS2015, MIDWEST, CleanTable, Schema, clean
 from census_segmentation.segment import (
     KSelection,
@@ -33,17 +41,21 @@ __all__ = [
     "MIDWEST",
     "REFERENCE_PAIRS",
     "CleanTable",
+    "Conclusion",
     "DataSourceError",
     "KSelection",
     "ParameterError",
     "SavedSegmentation",
     "Schema",
     "Segmentation",
+    "Stability",
     "Table",
     "centroid_profiles",
     "choose_k",
     "clean",
+    "cluster_stability",
     "component_summary",
+    "distinctive_traits",
     "example_counties",
     "load_table",
     "most_skewed",
@@ -51,4 +63,5 @@ __all__ = [
     "save_segmentation",
     "segment",
     "strongest_correlations",
+    "write_conclusion",
 ]

@@ -12,6 +12,7 @@ from census_segmentation.segment import Segmentation
 __all__ = [
     "REFERENCE_PAIRS",
     "centroid_profiles",
+    "closest_members",
     "component_summary",
     "example_counties",
     "pair_table",
@@ -66,22 +67,27 @@ def component_summary(segmentation: Segmentation, n: int = 3) -> pd.DataFrame:
 
 def example_counties(segmentation: Segmentation, n: int = 5) -> pd.DataFrame:
     """Per cluster: its size and the ``n`` counties closest to its centre (most typical)."""
+    closest = closest_members(segmentation, n)
+    sizes = segmentation.cluster_sizes
+    rows = [
+        {"cluster": cluster, "size": sizes[cluster], "examples": ", ".join(closest[cluster])}
+        for cluster in range(segmentation.k)
+    ]
+    return pd.DataFrame(rows).set_index("cluster")
+
+
+def closest_members(segmentation: Segmentation, n: int) -> dict[int, list[str]]:
+    """Per cluster: the ids of its ``n`` counties closest to the centre, closest first."""
     centres = segmentation.pipeline["kmeans"].cluster_centers_
     labels = segmentation.assignments.to_numpy()
     scores = segmentation.scores.to_numpy()
     distance = np.linalg.norm(scores - centres[labels], axis=1)
-    rows = []
+    closest = {}
     for cluster in range(segmentation.k):
         members = np.flatnonzero(labels == cluster)
-        closest = members[np.argsort(distance[members], kind="stable")[:n]]
-        rows.append(
-            {
-                "cluster": cluster,
-                "size": len(members),
-                "examples": ", ".join(segmentation.assignments.index[closest].astype(str)),
-            }
-        )
-    return pd.DataFrame(rows).set_index("cluster")
+        nearest = members[np.argsort(distance[members], kind="stable")[:n]]
+        closest[cluster] = [str(name) for name in segmentation.assignments.index[nearest]]
+    return closest
 
 
 def pair_table(

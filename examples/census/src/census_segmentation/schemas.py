@@ -14,13 +14,15 @@ Two schemas are known:
     head counts per group (``popwhite`` ... ``poppovertyknown``: population times a share
     that is already a feature) and ``percpovertyknown`` (survey coverage, not a trait).
 
-Cleaning keeps the id and feature columns and drops incomplete rows.
+Cleaning keeps the id and feature columns and drops incomplete rows. :data:`FEATURE_LABELS`
+names every feature in words, for the written conclusion.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+import types
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -28,7 +30,17 @@ from pandas.api.types import is_numeric_dtype
 
 from census_segmentation.errors import DataSourceError
 
-__all__ = ["ACS2015", "MIDWEST", "SCHEMAS", "CleanTable", "Schema", "clean", "match_schema"]
+__all__ = [
+    "ACS2015",
+    "FEATURE_LABELS",
+    "MIDWEST",
+    "SCHEMAS",
+    "CleanTable",
+    "Schema",
+    "clean",
+    "feature_label",
+    "match_schema",
+]
 
 ID_SEPARATOR = "-"
 
@@ -131,6 +143,70 @@ MIDWEST = Schema(
 )
 
 SCHEMAS = (ACS2015, MIDWEST)
+
+# Each label reads after "higher" or "lower" ("higher share working from home"). ACS 2015
+# counts people in TotalPop, Men, Women, Citizen and Employed, dollars in the income columns
+# and minutes in MeanCommute; every other feature of both tables is a percentage.
+FEATURE_LABELS: Mapping[str, str] = types.MappingProxyType(
+    {
+        # ACS 2015
+        "TotalPop": "population",
+        "Men": "number of men",
+        "Women": "number of women",
+        "Hispanic": "share of Hispanic residents",
+        "White": "share of White residents",
+        "Black": "share of Black residents",
+        "Native": "share of Native American residents",
+        "Asian": "share of Asian residents",
+        "Pacific": "share of Pacific Islander residents",
+        "Citizen": "number of citizens",
+        "Income": "median household income",
+        "IncomeErr": "margin of error of the median household income",
+        "IncomePerCap": "income per person",
+        "IncomePerCapErr": "margin of error of the income per person",
+        "Poverty": "poverty rate",
+        "ChildPoverty": "child poverty rate",
+        "Professional": "share in management and professional jobs",
+        "Service": "share in service jobs",
+        "Office": "share in sales and office jobs",
+        "Construction": "share in construction and maintenance jobs",
+        "Production": "share in production and transport jobs",
+        "Drive": "share driving alone to work",
+        "Carpool": "share carpooling to work",
+        "Transit": "share taking public transit to work",
+        "Walk": "share walking to work",
+        "OtherTransp": "share getting to work by other means",
+        "WorkAtHome": "share working from home",
+        "MeanCommute": "mean commute time",
+        "Employed": "number of employed residents",
+        "PrivateWork": "share working in the private sector",
+        "PublicWork": "share working in the public sector",
+        "SelfEmployed": "share self-employed",
+        "FamilyWork": "share in unpaid family work",
+        "Unemployment": "unemployment rate",
+        # midwest (2000 census)
+        "area": "land area",
+        "poptotal": "population",
+        "popdensity": "population density",
+        "percwhite": "share of White residents",
+        "percblack": "share of Black residents",
+        "percamerindan": "share of American Indian residents",
+        "percasian": "share of Asian residents",
+        "percother": "share of residents of other races",
+        "perchsd": "share of adults with a high-school diploma",
+        "percollege": "share of adults with a college degree",
+        "percprof": "share of adults with a professional degree",
+        "percbelowpoverty": "poverty rate",
+        "percchildbelowpovert": "child poverty rate",
+        "percadultpoverty": "adult poverty rate",
+        "percelderlypoverty": "elderly poverty rate",
+    }
+)
+
+
+def feature_label(name: str) -> str:
+    """A feature's name in words; a column no schema knows keeps its own name."""
+    return FEATURE_LABELS.get(name, name)
 
 
 @dataclass(frozen=True)

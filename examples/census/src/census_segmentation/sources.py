@@ -14,7 +14,9 @@ an ``http://`` or ``https://`` URL
 ``"sql:<query> @ <database URL>"``
     a query run with SQLAlchemy, e.g. ``"sql:SELECT * FROM counties @ sqlite:///census.db"``
     or ``"... @ duckdb:///census.duckdb"``; the database URL is whatever follows the last
-    ``" @ "`` (spaces around the ``@`` are required).
+    ``" @ "`` (spaces around the ``@`` are required). ``postgresql://`` URLs use psycopg 3,
+    as ``postgresql+psycopg://`` does; leave the password out of them (the ``data`` value is
+    stored in the executed notebook): libpq reads ``$PGPASSWORD`` or ``~/.pgpass``.
 
 The cache folder is the ``cache_dir`` argument, else ``$CENSUS_SEGMENTATION_CACHE``, else the
 user cache folder. Every failure is a :class:`DataSourceError` of one line.
@@ -231,6 +233,9 @@ def _read_sql(spec: str) -> tuple[str, pd.DataFrame]:
         and not Path(database).is_file()
     ):
         raise DataSourceError(f"{source}: database file {database} does not exist")
+    if url.drivername == "postgresql":
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; this package ships psycopg 3.
+        url = url.set(drivername="postgresql+psycopg")
     try:
         engine = sqlalchemy.create_engine(url)
     except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
@@ -238,13 +243,31 @@ def _read_sql(spec: str) -> tuple[str, pd.DataFrame]:
             f"{source}: cannot open the database ({exc}); install its driver"
         ) from exc
     try:
-        with engine.connect() as connection:
+        with _connect(engine, source, url.password) as connection:
             frame = pd.read_sql_query(sqlalchemy.text(query), connection)
     except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError, ImportError) as exc:
-        # pandas wraps the SQLAlchemy error, which wraps the driver's: report the driver's.
-        cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
-        reason = str(getattr(cause, "orig", None) or cause or exc).splitlines()[0]
+        reason = _driver_reason(exc, url.password)
         raise DataSourceError(f"{source}: query failed ({reason})") from exc
     finally:
         engine.dispose()
     return source, frame
+
+
+def _connect(engine: sqlalchemy.Engine, source: str, password: str | None) -> sqlalchemy.Connection:
+    """Open a connection; a server that is down or refuses the login is not a failed query."""
+    try:
+        return engine.connect()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+        reason = _driver_reason(exc, password)
+        raise DataSourceError(f"{source}: cannot connect to the database ({reason})") from exc
+
+
+def _driver_reason(exc: BaseException, password: str | None) -> str:
+    """The first line of the driver's own message, on one line and without the password."""
+    # pandas wraps the SQLAlchemy error, which wraps the driver's: report the driver's.
+    cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
+    lines = str(getattr(cause, "orig", None) or cause or exc).strip().splitlines()
+    # psycopg's "FATAL:  password ..." has two spaces; one line of single spaces reads better.
+    reason = " ".join(lines[0].split()) if lines else type(exc).__name__
+    # Drivers do not echo passwords today; one that did must not leak it into a report.
+    return reason.replace(password, "***") if password else reason
