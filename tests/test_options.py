@@ -41,6 +41,7 @@ SAMPLES: dict[str, Any] = {
     "ignore": ["NB101"],
     "required_sections": ["Collect"],
     "max_output_bytes": 10,
+    "fail_on": "warning",
     "exclude_input": True,
 }
 

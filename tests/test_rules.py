@@ -356,3 +356,184 @@ def test_when_a_cell_is_tagged_noqa_then_its_id_problem_is_silenced() -> None:
     nb = _cell_ids("a", None)
     nb.cells[1].metadata["tags"] = ["nbcd-noqa=NB004"]
     assert codes(nb) == []
+
+
+# --- cells documented to raise (NB201) ---------------------------------------------------------
+
+
+def _raising_cell(source: str = "1 / 0", tags: list[str] | None = None) -> NotebookNode:
+    cell = v4.new_code_cell(source, execution_count=3, outputs=[error_output()])
+    if tags is not None:
+        cell.metadata["tags"] = tags
+    return cell
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        _raising_cell(tags=["raises-exception"]),
+        _raising_cell(tags=["nbval-raises-exception"]),
+        _raising_cell("# NBVAL_RAISES_EXCEPTION\n1 / 0"),
+        _raising_cell("## NBVAL_RAISES_EXCEPTION\n1 / 0"),
+        # a bad tolerance is the test stage's to report; the marker still counts here
+        _raising_cell(tags=["raises-exception", "nbcd-rtol=lots"]),
+    ],
+    ids=["tag", "nbval-tag", "comment", "double-hash-comment", "with-bad-tolerance"],
+)
+def test_when_a_cell_is_documented_to_raise_then_error_output_is_quiet(
+    cell: NotebookNode,
+) -> None:
+    nb = clean_notebook()
+    nb.cells.append(cell)
+    assert codes(nb) == []
+    # and --fix-errors keeps the traceback the cell documents
+    assert fix_notebook(nb, "nb.ipynb", LintOptions(fix_errors=True)) == 0
+    assert nb.cells[-1].outputs == [error_output()]
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        _raising_cell("1 / 0  # NBVAL_RAISES_EXCEPTION"),  # nbval: a marker is a line of its own
+        _raising_cell("# NBVAL_RAISES_EXCEPTION please\n1 / 0"),
+        _raising_cell(tags=["raises"]),
+        _raising_cell("# NBVAL_SKIP\n1 / 0"),  # skipped is not documented to raise
+    ],
+    ids=["trailing-comment", "marker-with-words", "other-tag", "skip"],
+)
+def test_when_a_cell_is_not_marked_to_raise_then_error_output_fires(cell: NotebookNode) -> None:
+    nb = clean_notebook()
+    nb.cells.append(cell)
+    assert codes(nb) == ["NB201"]
+
+
+def test_when_cell_metadata_is_malformed_then_markers_do_not_crash_the_rules() -> None:
+    nb = clean_notebook()
+    for metadata in ({"tags": "raises-exception"}, {"tags": [1, None]}, {"nbcd": "x"}):
+        nb.cells.append(v4.new_code_cell("1 / 0", execution_count=3, outputs=[error_output()]))
+        nb.cells[-1]["metadata"] = metadata
+    nb.cells.append({"cell_type": "code", "source": ["1 / 0"], "metadata": [], "outputs": []})
+    assert codes(nb, LintOptions(select=frozenset({"NB201"}))) == ["NB201"] * 3
+
+
+# --- home paths: code and outputs, not prose (NB301) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The raw files are in /home/alice/census on the lab server.",
+        "Downloaded to `C:\\Users\\alice\\Downloads\\acs.csv`.",
+        "```python\ndf = pd.read_csv('/Users/alice/acs.csv')\n```",
+    ],
+)
+def test_when_markdown_prose_names_a_home_path_then_user_path_is_quiet(text: str) -> None:
+    nb = clean_notebook()
+    nb.cells.append(v4.new_markdown_cell(text))
+    nb.cells.append(v4.new_raw_cell(text))
+    assert codes(nb) == []
+
+
+def test_when_markdown_holds_a_credential_then_credential_still_fires() -> None:
+    nb = clean_notebook()
+    nb.cells.append(v4.new_markdown_cell("Use the key `ghp_" + "a1B2" * 9 + "` to clone."))
+    [finding] = run_rules(nb, "nb.ipynb", OPTIONS)
+    assert (finding.code, finding.cell, finding.line) == ("NB302", 8, 1)
+
+
+# --- credentials: the kinds detect-secrets finds, and what it does not (NB302) -----------------
+
+B64 = "q8Zr3TnV0kLp7WxYb2Hc"  # 20 mixed characters to build made-up tokens from
+HEX32 = "9f2c4e6a8b0d1f3e5a7c9e1b3d5f7a9c"
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"  # {"alg":"HS256","typ":"JWT"}
+    ".eyJzdWIiOiIxMjM0NTY3ODkwIn0.Sfl" + B64 + "KxwRJSMeKKF2QT4fwpM"
+)
+NEW_SECRETS = {
+    "ASIA key id": "session = boto3.Session('ASIA" + "QWERTYUIOP123456')",
+    "AWS secret, other name": 'AWS_SECRET = "' + (B64 * 2) + '"',
+    "GitLab": 'gl = Gitlab(url, private_token="glpat-' + B64 + '")',
+    "Stripe restricted": 'charge(key="rk_live_' + B64 + 'abcd")',
+    "OpenAI project": 'OpenAI(api_key="sk-proj-' + B64 + "T3BlbkFJ" + B64 + '")',
+    "SendGrid": 'SendGridAPIClient("SG.' + B64 + "xy." + B64 * 2 + 'abc")',
+    "PyPI": "pypi-AgEIcHlwaS5vcmc" + B64 * 3,
+    "npm": '"npm_' + B64 + B64[:16] + '"',
+    "npmrc": "//registry.npmjs.org/:_authToken=" + B64,
+    "Twilio": 'Client("AC' + HEX32 + '", token)',
+    "Mailchimp": '{"api": "' + HEX32 + '-us12"}',
+    "Discord": 'bot.run("M' + B64 + "abc." + B64[:6] + "." + B64 + 'abcdefg")',
+    "Telegram": 'Bot("123456789:AA' + B64 + B64[:13] + '")',
+    "Azure": "AccountKey=" + B64 * 4 + "abcdef==",
+    "Square": '"sq0csp-' + B64 * 2 + 'abc"',
+    "Artifactory": '"AKCp' + B64 * 3 + '"',
+    "Google API key": 'Client(key="AIza' + B64 + B64[:15] + '")',
+    "Hugging Face": 'login("hf_' + "aBcDeFgHiJ" * 3 + 'aBcD")',
+    "Databricks": 'token="dapi' + HEX32 + '"',
+    "JWT": 'token = "' + JWT + '"',
+    "Authorization header": '{"Authorization": "Basic ZXRsOmh1bnRlcjIy"}',
+    "Bearer in output": "Authorization: Bearer " + B64 * 2,
+    "requests auth": 'requests.get(url, auth=("etl", "hunter22"))',
+    "os.environ": 'os.environ["WEATHER_API_KEY"] = "' + HEX32 + '"',
+    "camelCase key": "{'accessToken': '" + B64 + "'}",
+    "IPython %env": "%env DB_PASSWORD=hunter22",
+    "export": "export API_TOKEN=" + B64,
+    "env dump": "DB_PASSWORD=hunter22",
+    "Kaggle": '{"username": "analyst", "key": "' + HEX32 + '"}',
+    "password with $": 'dbPassword = "Pa$$w0rd-2024"',
+    "random literal": 'x = "Dd6pGJFJzKNQ0yBBNjLupKr8d71hE7KiLaBrK4yB9ihYMlna"',
+}
+
+
+@pytest.mark.parametrize("text", NEW_SECRETS.values(), ids=NEW_SECRETS.keys())
+def test_when_source_has_a_newly_covered_credential_then_credential_fires(text: str) -> None:
+    nb = clean_notebook()
+    nb.cells.append(v4.new_code_cell(text))
+    findings = run_rules(nb, "nb.ipynb", OPTIONS)
+    assert [f.code for f in findings] == ["NB302"]
+    assert B64 not in findings[0].message and "hunter22" not in findings[0].message
+
+
+LOOK_ALIKES = {
+    "commit": 'commit = "' + HEX32 + '12345678"',
+    "run id": 'run_id = "' + B64 * 2 + '"',
+    "sheet id": 'SHEET_ID = "1' + B64 * 2 + 'abc"',
+    "integrity": 'integrity = "sha384-' + B64 * 3 + '"',
+    "embedded png": 'logo = "iVBORw0KGgo' + B64 * 2 + '"',
+    "short neutral literal": 'x = "' + B64 + '"',
+    "hex neutral literal": 'digest = "' + HEX32 + '"',
+    "pad token": 'pad_token = "[PAD]"',
+    "secret name": 'secret_name = "prod/census/db"',
+    "token type": 'token_type = "bearer"',
+    "sort key": 'sort_key = "population"',
+    "auth scheme": 'auth = "oauth2"',
+    "token url": 'token_url = "https://login.example.org/oauth2/token"',
+    "key path": 'private_key_path = "keys/deploy.pem"',
+    "your key": 'api_key = "YOUR_API_KEY"',
+    "elided key": 'openai.api_key = "sk-..."',
+    "bearer f-string": 'headers = {"Authorization": f"Bearer {token}"}',
+    "bearer concatenated": 'headers = {"Authorization": "Bearer " + token}',
+    "env variable": "%env DB_PASSWORD=$DB_PASSWORD",
+    "env call": "DB_PASSWORD=get_password()",
+    "env dump": "TOKENIZERS_PARALLELISM=false",
+    "public key": "-----BEGIN PUBLIC KEY-----",
+    "bcrypt hash": 'hashed_password = "$2b$12$' + B64 * 2 + '"',
+    "blank password": 'password = " "',
+    "pwd folder": 'pwd = "/srv/project"',
+    "comparison": 'if token == "' + B64 + '": pass',
+    "not a JWT": 'name = "eyJustAWord123.eyJustAnother12.Signature123"',
+}
+
+
+@pytest.mark.parametrize("text", LOOK_ALIKES.values(), ids=LOOK_ALIKES.keys())
+def test_when_text_only_looks_like_a_credential_then_credential_is_quiet(text: str) -> None:
+    nb = clean_notebook()
+    nb.cells.append(v4.new_code_cell(text))
+    assert codes(nb) == []
+
+
+def test_when_an_output_holds_a_random_literal_then_only_code_is_judged_by_entropy() -> None:
+    # hashes, ids and plots fill outputs: the entropy check looks at code only
+    nb = clean_notebook()
+    value = "Dd6pGJFJzKNQ0yBBNjLupKr8d71hE7KiLaBrK4yB9ihYMlna"
+    nb.cells[4].outputs = [v4.new_output("stream", name="stdout", text=f'x = "{value}"\n')]
+    assert codes(nb) == []

