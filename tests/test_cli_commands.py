@@ -137,7 +137,9 @@ def test_lint_honours_the_project_ignore_list_and_the_cell_noqa_tag(tmp_path: Pa
         tmp_path / "notebooks" / "tagged.ipynb", "x = 1", ("", ["nbcd-noqa=NB102"]), "print(x)"
     )
 
-    reported = run_cli("lint", "notebooks", "--format", "json", cwd=tmp_path)
+    reported = run_cli(
+        "lint", "notebooks", "--format", "json", "--fail-on", "warning", cwd=tmp_path
+    )
     (tmp_path / "pyproject.toml").write_text('[tool.nbcd.lint]\nignore = ["NB102"]\n')
     ignored = run_cli("lint", "notebooks", cwd=tmp_path)
 

@@ -70,8 +70,14 @@ def test_failed_stage_stops_the_rest_unless_keep_going(scaffold: Path, tmp_path:
     shutil.copytree(scaffold, root, ignore=shutil.ignore_patterns("build"))
     notebook = next((root / "notebooks").glob("*.ipynb"))
     nb = nbformat.read(notebook, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(""))  # an empty code cell: a lint finding
+    nb.cells.append(nbformat.v4.new_code_cell(""))  # an empty code cell: a lint warning
     nbformat.write(nb, notebook)
+    # warnings fail the lint stage only when the project says so
+    project = root / "pyproject.toml"
+    text = project.read_text()
+    assert "[tool.nbcd.lint]\n" in text
+    strict = '[tool.nbcd.lint]\nfail_on = "warning"\n'
+    project.write_text(text.replace("[tool.nbcd.lint]\n", strict))
     stopped = run_cli("ci", "--stages", "lint,test,report", cwd=root)
     assert stopped.returncode == 1
     assert stage_statuses(root) == {"lint": "failed", "test": "skipped", "report": "skipped"}

@@ -27,7 +27,7 @@ def write_sweep(root: Path, *, failing: bool = False) -> str:
                     duration=0.5,
                     records={}
                     if bad
-                    else {"silhouette": 0.5 - 0.04 * k + 0.01 * seed, "note": "x"},
+                    else {"silhouette": 0.5 - 0.04 * k + 0.01 * seed, "note": "x", "k": k},
                     error="census.ipynb at k=5,seed=1: cell 4 raised ValueError: boom"
                     if bad
                     else "",

@@ -13,7 +13,7 @@ from nbcd.errors import ConfigError, ParameterError
 from nbcd.execute.params import parameters_of_cell
 from nbcd.execute.sweep import parse_axes, point_name, read_sweep, run_sweep, sweep_grid
 from nbcd.records import RECORD_MIME, RecordError, notebook_records, record
-from tests.conftest import NotebookFactory
+from tests.conftest import NotebookFactory, run_cli
 
 PARAMETERS = ("k = 2  # clusters\nseed = 0\nout = 'results'", ["parameters"])
 
@@ -140,3 +140,42 @@ def test_a_damaged_sweep_file_is_one_config_error(tmp_path: Path) -> None:
     path.write_text("{}")
     with pytest.raises(ConfigError, match="not an nbcd sweep"):
         read_sweep(path)
+
+
+def test_configured_sweeps_are_read_and_checked(tmp_path: Path) -> None:
+    from nbcd.config import load_config
+
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.nbcd]\n[[tool.nbcd.sweeps]]\nnotebook = 'nb.ipynb'\n"
+        "grid = { k = [2, 3], seed = [0] }\nparameters = { out = 'o/{point}' }\n"
+    )
+    (sweep,) = load_config(tmp_path).sweeps
+    assert sweep.notebook == (tmp_path / "nb.ipynb").resolve()
+    assert sweep.grid == {"k": [2, 3], "seed": [0]}
+    assert sweep.parameters == {"out": "o/{point}"}
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.nbcd]\n[[tool.nbcd.sweeps]]\nnotebook = 'nb.ipynb'\ngrid = { k = [] }\n"
+    )
+    with pytest.raises(ConfigError, match=r"sweeps\[0\]: grid.k must be .* non-empty list"):
+        load_config(tmp_path)
+
+
+@pytest.mark.e2e
+def test_cli_sweep_prints_each_point_and_fails_when_one_fails(
+    make_notebook: NotebookFactory, tmp_path: Path
+) -> None:
+    make_notebook(
+        PARAMETERS,
+        "assert k != 3, 'k=3 is bad'\nimport nbcd\nnbcd.record('double', 2 * k)",
+        name="nb.ipynb",
+    )
+    result = run_cli("run", "nb.ipynb", "--sweep", "k=2..4", "-p", "seed", "7", cwd=tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "ok     k=2" in result.stdout and "double=4" in result.stdout
+    assert "failed k=3" in result.stdout and "k=3 is bad" in result.stdout
+    assert "2/3 points ran" in result.stdout
+    saved = read_sweep(tmp_path / "build" / "nbcd" / "sweeps" / "nb.json")
+    assert [p.parameters for p in saved.points] == [{"k": 2}, {"k": 3}, {"k": 4}]
+    refused = run_cli("run", "nb.ipynb", "--sweep", "k=2", "-o", "x.ipynb", cwd=tmp_path)
+    assert refused.returncode == 2 and "drop -o/--inplace" in refused.stderr

@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["Config", "RunSpec", "find_project_root", "load_config"]
+__all__ = ["Config", "RunSpec", "SweepSpec", "find_project_root", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,15 @@ class RunSpec:
     notebook: Path
     parameters: dict[str, Any] = field(default_factory=dict)
     artifacts: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parameter sweep `nbcd ci` runs: a notebook at every point of a grid (execute.sweep)."""
+
+    notebook: Path
+    grid: dict[str, list[Any]]  # parameter -> the values it takes
+    parameters: dict[str, Any] = field(default_factory=dict)  # the same at every point
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,10 @@ class Config:
     kernel: str = "python3"
     html: bool = True
     runs: tuple[RunSpec, ...] = ()
+    sweeps: tuple[SweepSpec, ...] = ()
+    # a Dask scheduler for test/run/ci/predict (nbcd.cluster.connect); $NBCD_CLUSTER and
+    # --cluster take precedence
+    cluster: str | None = None
     # each stage's table, checked against its options dataclass: {field name: value}
     test: Mapping[str, Any] = field(default_factory=dict)
     lint: Mapping[str, Any] = field(default_factory=dict)
@@ -79,11 +92,14 @@ _TOP_KEYS = {
     "kernel",
     "html",
     "runs",
+    "sweeps",
+    "cluster",
     "test",
     "lint",
     "report",
 }
 _RUN_KEYS = {"notebook", "parameters", "artifacts"}
+_SWEEP_KEYS = {"notebook", "grid", "parameters"}
 
 
 def find_project_root(start: Path) -> Path | None:
@@ -153,9 +169,14 @@ def _parse(table: dict[str, Any], root: Path, source: Path) -> Config:
     timeout = _get(table, "timeout", (int, float), where, 600)
     if timeout <= 0:
         raise ConfigError(f"{where}: 'timeout' must be a positive number of seconds")
+    cluster = _get(table, "cluster", str, where, "").strip()
     runs = []
     for i, entry in enumerate(_get(table, "runs", list, where, [])):
         runs.append(_parse_run(entry, root, f"{where} runs[{i}]"))
+    sweeps = [
+        _parse_sweep(entry, root, f"{where} sweeps[{i}]")
+        for i, entry in enumerate(_get(table, "sweeps", list, where, []))
+    ]
     return Config(
         root=root,
         notebooks=tuple(notebooks),
@@ -164,6 +185,8 @@ def _parse(table: dict[str, Any], root: Path, source: Path) -> Config:
         kernel=_get(table, "kernel", str, where, "python3"),
         html=_get(table, "html", bool, where, True),
         runs=tuple(runs),
+        sweeps=tuple(sweeps),
+        cluster=cluster or None,
         **{
             stage: parse_table(cls, _get(table, stage, dict, where, {}), f"{where}.{stage}", root)
             for stage, cls in _stage_options().items()
@@ -184,6 +207,27 @@ def _parse_run(entry: Any, root: Path, where: str) -> RunSpec:
         notebook=notebook,
         parameters=dict(_get(entry, "parameters", dict, where, {})),
         artifacts=tuple((root / str(a)).resolve() for a in artifacts),
+    )
+
+
+def _parse_sweep(entry: Any, root: Path, where: str) -> SweepSpec:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a table with 'notebook', 'grid', 'parameters'")
+    _reject_unknown(entry, _SWEEP_KEYS, where)
+    if "notebook" not in entry or "grid" not in entry:
+        raise ConfigError(
+            f"{where}: 'notebook' and 'grid' are required, e.g. grid = {{k = [2, 3]}}"
+        )
+    grid = _get(entry, "grid", dict, where, {})
+    for name, values in grid.items():
+        if not name.isidentifier() or not isinstance(values, list) or not values:
+            raise ConfigError(
+                f"{where}: grid.{name} must be a parameter name with a non-empty list of values"
+            )
+    return SweepSpec(
+        notebook=(root / _get(entry, "notebook", str, where, "")).resolve(),
+        grid={name: list(values) for name, values in grid.items()},
+        parameters=dict(_get(entry, "parameters", dict, where, {})),
     )
 
 

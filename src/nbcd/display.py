@@ -1,6 +1,8 @@
 """What the command line shows: consoles, progress bars, per-notebook and per-stage lines.
 
-Bars and spinners appear only on a terminal; piped output and CI logs get plain lines.
+Bars and spinners appear only on a terminal; piped output and CI logs get plain lines. A
+failure in a text notebook (jupytext ``.py``, MyST ``.md``) starts with ``path:line:``, the
+line of the text file, which terminals and editors open; an ``.ipynb`` is located by cell.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from nbcd.notebook import display_path
+from nbcd.notebook import cell_label, display_path
+from nbcd.textnotebook import error_line, finding_location, layout_of, location
 
 __all__ = [
     "err",
@@ -67,16 +70,65 @@ def print_outcome(outcome: Any, *, explain: bool = False) -> None:
     why = f"  [dim]RAN ({escape(outcome.reason)})[/dim]" if outcome.reason else ""
     out.print(f"[{style}]{label:<7}[/{style}] {path}  {outcome.duration_s:.2f} s{why}")
     if outcome.status in ("failed", "error"):
-        out.print(f"        {escape(outcome.message)}")
-        details = outcome.details.splitlines()
-        if details and details[0] == outcome.message:  # one mismatch: its head is the message
-            details = details[1:]
-        for line in details:
+        for line in _failure_text(outcome):
             out.print(f"        {escape(line)}")
+    _warn_about_pair(outcome.path)
     if explain:
         used = outcome.inputs or ("(nothing recorded beyond the notebook itself)",)
         for item in used:
             out.print(f"        [dim]uses[/dim] {escape(item)}")
+
+
+def _failure_text(outcome: Any) -> list[str]:
+    """The message and the diffs under a failed notebook; text notebooks' lines located."""
+    layout = layout_of(outcome.path)
+    mismatches = outcome.mismatches
+    if layout is None or not (mismatches or outcome.failure is not None):
+        details = outcome.details.splitlines()
+        if details and details[0] == outcome.message:  # one mismatch: its head is the message
+            details = details[1:]
+        return [outcome.message, *details]
+    if not mismatches:  # a timeout or a dead kernel in one cell
+        where = location(outcome.path, outcome.failure.cell_index)
+        return [f"{where}: {outcome.message}" if where else outcome.message]
+    # the same lines as NotebookOutcome.details, each cell's head led by its file line
+    lines = [f"{_where(outcome, mismatches[0])}: {outcome.message}"]
+    for number, mismatch in enumerate(mismatches):
+        if number:
+            lines += [
+                "",
+                f"{_where(outcome, mismatch)}: {cell_label(mismatch.cell_index)}: "
+                f"{mismatch.message}",
+            ]
+        lines += mismatch.diff.splitlines() if mismatch.diff else []
+    return lines
+
+
+def _where(outcome: Any, mismatch: Any) -> str:
+    """``path:line`` of a mismatch: the line that raised, else the cell's first line."""
+    line_in_cell = None
+    execution = getattr(outcome, "execution", None)
+    if mismatch.kind == "error" and execution is not None:
+        cells = execution.notebook.cells
+        if 0 <= mismatch.cell_index < len(cells):
+            for output in cells[mismatch.cell_index].get("outputs", []):
+                if output.get("output_type") == "error":
+                    line_in_cell = error_line(output.get("traceback", []))
+                    break
+    where = location(outcome.path, mismatch.cell_index, line_in_cell)
+    return where or display_path(outcome.path)
+
+
+_warned_pairs: set[str] = set()
+
+
+def _warn_about_pair(path: Any) -> None:
+    """Once per text notebook: its paired .ipynb has other code, so some outputs were not used."""
+    layout = layout_of(path)
+    note = layout.pair_note() if layout is not None else None
+    if note is not None and note not in _warned_pairs:
+        _warned_pairs.add(note)
+        err.print(f"[yellow]warning[/yellow]: {escape(note)}")
 
 
 def print_warnings(warnings: Any) -> None:
@@ -142,16 +194,15 @@ def _failure_lines(results: dict[str, Any], limit: int = 20) -> list[str]:
     lines: list[str] = []
     lint = results.get("lint")
     for finding in getattr(lint, "findings", [])[:limit]:
-        where = ":".join(
-            [finding.path, *([f"cell {finding.cell}"] if finding.cell is not None else [])]
-            + [str(n) for n in (finding.line, finding.column) if n is not None]
-        )
+        where = finding_location(finding, getattr(lint, "root", ""))
         lines.append(f"[red]lint[/red]: {escape(where)}: {finding.code} {escape(finding.message)}")
     test = results.get("test")
     for outcome in getattr(test, "outcomes", ()):
         if outcome.status in ("failed", "error"):
-            shown = escape(display_path(outcome.path))
-            lines.append(f"[red]test[/red]: {shown}: {escape(outcome.message)}")
+            first = _failure_text(outcome)[0]
+            if first == outcome.message:  # not located by a text notebook's line: name the file
+                first = f"{display_path(outcome.path)}: {first}"
+            lines.append(f"[red]test[/red]: {escape(first)}")
     for run in results.get("run", []):
         if run.error is not None:
             first = str(run.error).splitlines()[0]

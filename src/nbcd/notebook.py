@@ -4,6 +4,10 @@ A notebook nbformat can repair is repaired in memory, as nbval, nbmake, papermil
 nbconvert do: cell ids on nbformat < 4.5, and missing, repeated or malformed ids
 (:func:`cell_id_problems`). The file is never modified; ``nbcd lint`` reports what needed
 repair (NB004) so it can be fixed at its source.
+
+A ``.py`` or ``.md`` path is a text notebook, read through jupytext with the stored outputs of
+its paired ``.ipynb`` (:mod:`nbcd.textnotebook`); what nbcd writes of it is always an
+``.ipynb`` (:func:`executed_name`).
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ __all__ = [
     "cell_id_problems",
     "cell_label",
     "display_path",
+    "executed_name",
     "kernel_name",
     "normalized",
     "quiet_nbformat",
     "read_notebook",
+    "read_notebook_json",
     "source_excerpt",
     "write_notebook",
 ]
@@ -41,11 +47,15 @@ _CELL_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 def read_notebook(path: Path) -> NotebookNode:
     """Read an nbformat 4 notebook, or raise NotebookError with one line saying what is wrong.
 
-    What nbformat can normalize (cell ids) is normalized in the returned notebook only.
+    What nbformat can normalize (cell ids) is normalized in the returned notebook only. A
+    ``.py`` or ``.md`` file is read as a text notebook (:mod:`nbcd.textnotebook`).
     """
     import nbformat  # deferred: its import (jsonschema) is a tenth of a second
 
-    data = _parse(_read_text(path), path)
+    # deferred: textnotebook reads the paired .ipynb through this module
+    from nbcd.textnotebook import is_text_path, read_text_notebook
+
+    data = read_text_notebook(path) if is_text_path(path) else read_notebook_json(path)
     with quiet_nbformat():
         try:
             nb = nbformat.v4.to_notebook_json(normalized(data))
@@ -59,6 +69,19 @@ def read_notebook(path: Path) -> NotebookNode:
                 f"{path}: invalid nbformat 4 notebook at {where}: {_first_line(exc)}"
             ) from None
     return nb
+
+
+def read_notebook_json(path: Path) -> dict[str, Any]:
+    """An ``.ipynb`` file's JSON, checked to be nbformat 4 at the top level (NotebookError)."""
+    return _parse(_read_text(path), path)
+
+
+def executed_name(path: Path) -> str:
+    """The file name an executed copy of a notebook gets: ``x.ipynb`` for ``x.py`` too.
+
+    An executed notebook is nbformat JSON with outputs, whatever the source was written in.
+    """
+    return path.name if path.suffix == ".ipynb" else f"{path.stem}.ipynb"
 
 
 def _read_text(path: Path) -> str:

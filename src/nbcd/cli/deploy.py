@@ -145,14 +145,24 @@ def serve_command(
     )
 
 
+def _partition_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    from nbcd.cluster.scoring import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.argument("input_csv", metavar="INPUT.csv", type=click.Path(path_type=Path))
+@click.argument("input_spec", metavar="INPUT")
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
-    help="Scored CSV [default: INPUT.predictions.csv here].",
+    metavar="PATH",
+    help="Scored CSV, or a folder if it ends in / (a part-NNNNN.csv per partition) "
+    "[default: INPUT.predictions.csv here].",
 )
 @click.option(
     "--chunk-rows",
@@ -161,25 +171,72 @@ def serve_command(
     show_default=True,
     help="Rows read at once; bounds memory on large files.",
 )
-def predict(model: Path, input_csv: Path, output: Path | None, chunk_rows: int) -> None:
-    """Score every row of INPUT.csv with MODEL (batch transform), keeping id columns."""
-    from nbcd.serve.predict import PredictProgress, predict_file
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Score on a Dask cluster: tcp://HOST:PORT, or local:N for N processes here "
+    "[default: $NBCD_CLUSTER, else [tool.nbcd] cluster, else this process].",
+)
+@click.option(
+    "--partition-size",
+    metavar="SIZE",
+    default="64MB",
+    show_default=True,
+    callback=_partition_size,
+    help="Input bytes per partition of a folder, a glob, a Parquet file or a cluster run.",
+)
+def predict(
+    model: Path,
+    input_spec: str,
+    output: str | None,
+    chunk_rows: int,
+    cluster: str | None,
+    partition_size: int,
+) -> None:
+    """Score every row of INPUT with MODEL (batch transform), keeping id columns.
 
-    target = output or Path(f"{input_csv.stem}.predictions.csv")
-    with progress_bar(input_csv.name) as progress:
+    INPUT is a CSV or Parquet file, a folder of them or a glob ('data/*.csv').
+    """
+    from nbcd.cluster.connect import cluster_address, describe_address
+    from nbcd.cluster.scoring import default_output, predict_partitions
+    from nbcd.serve.predict import PredictProgress
+
+    # --cluster, else $NBCD_CLUSTER, else the project's [tool.nbcd] cluster, else here
+    address = cluster_address(cluster, None if cluster else load_config())
+    # an -o ending in a separator names a folder of part files (Path would drop the slash)
+    parts = output is not None and output.endswith(("/", os.sep))
+    target = Path(output) if output else default_output(input_spec)
+    with progress_bar(Path(input_spec).name) as progress:
 
         def advance(p: PredictProgress) -> None:
             if progress is not None:
                 progress(p.bytes_done, p.bytes_total)
 
-        result = predict_file(model, input_csv, target, chunk_rows=chunk_rows, on_progress=advance)
-    for line, reason in result.failures:
-        err.print(f"[yellow]skipped[/yellow] {escape(str(input_csv))}:{line}: {escape(reason)}")
+        result = predict_partitions(
+            model,
+            input_spec,
+            target,
+            parts=parts,
+            cluster=address,
+            partition_size=partition_size,
+            chunk_rows=chunk_rows,
+            on_progress=advance,
+        )
+    for where, reason in result.located_failures():
+        err.print(f"[yellow]skipped[/yellow] {escape(where)}: {escape(reason)}")
     if result.rows_failed > len(result.failures):
         err.print(f"… and {result.rows_failed - len(result.failures)} more rows skipped")
     style = "green" if result.rows_failed == 0 else "yellow"
+    where = ""
+    if address is not None:
+        workers = len(result.workers)
+        where = (
+            f" on {describe_address(address)} ({result.partitions} partitions, "
+            f"{workers} worker{'s' * (workers != 1)})"
+        )
+    written = display_path(result.output) + ("/" if parts else "")
     out.print(
         f"[{style}]scored[/{style}] {result.rows_scored} of {result.rows_in} rows "
-        f"in {result.duration:.1f} s -> {escape(display_path(result.output))}"
+        f"in {result.duration:.1f} s{where} -> {escape(written)}"
     )
     sys.exit(0 if result.rows_failed == 0 else 1)

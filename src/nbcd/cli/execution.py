@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from pathlib import Path
@@ -61,6 +62,23 @@ __all__ = ["run", "test_command"]
     is_flag=True,
     help="List the parameters NOTEBOOK declares (name, type, default, comment) and exit.",
 )
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Run on a Dask cluster: tcp://HOST:PORT of a `dask scheduler`, or local:N for N local "
+    "workers [default: $NBCD_CLUSTER, else [tool.nbcd] cluster].",
+)
+@click.option(
+    "--sweep",
+    "sweeps",
+    multiple=True,
+    metavar="NAME=VALUES",
+    help="Run every combination of these values (k=2,3,4 or k=2..8; repeat for more "
+    "parameters), in parallel; writes BUILD/nbcd/sweeps/NAME.json.",
+)
+@click.option(
+    "-j", "--jobs", type=click.IntRange(min=1), help="Sweep points at once [default: cores]."
+)
 def run(
     notebook: Path,
     params: tuple[tuple[str, str], ...],
@@ -71,6 +89,9 @@ def run(
     kernel: str | None,
     html: bool | None,
     help_params: bool,
+    cluster: str | None,
+    sweeps: tuple[str, ...],
+    jobs: int | None,
 ) -> None:
     """Execute NOTEBOOK in a fresh kernel with parameters and write the result."""
     from nbcd.execute.params import (
@@ -82,7 +103,8 @@ def run(
     from nbcd.execute.run import run_notebook
     from nbcd.notebook import read_notebook
 
-    declared = notebook_parameters(read_notebook(notebook)) if params or help_params else None
+    wanted = params or help_params or sweeps
+    declared = notebook_parameters(read_notebook(notebook)) if wanted else None
     if help_params:
         out.print(describe_parameters(notebook, declared), markup=False)
         return
@@ -93,7 +115,17 @@ def run(
             raise click.BadParameter(f"{name!r} is not a valid parameter name", param_hint="-p")
         parameters[name] = parse_value(name, raw, by_name.get(name))
     config = load_config(notebook.parent if notebook.parent.exists() else None)
-    with interruptible(), progress_bar(notebook.name, counts=True) as progress:
+    if sweeps:
+        if output is not None or inplace:
+            raise click.UsageError("--sweep writes one notebook per point; drop -o/--inplace")
+        _sweep(config, notebook, sweeps, declared, parameters, timeout, kernel, jobs, cluster)
+        return
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(interruptible())
+        executions = _cluster_executions(cluster, config)
+        if executions is not None:
+            stack.callback(executions.close_sync)
+        progress = stack.enter_context(progress_bar(notebook.name, counts=True))
         result = run_notebook(
             config,
             notebook,
@@ -104,6 +136,7 @@ def run(
             kernel=kernel,
             html=html,
             on_progress=progress,
+            executions=executions,
         )
     for name in result.undeclared:
         where = (
@@ -123,6 +156,65 @@ def run(
         out.print(f"  html      {display_path(result.html)}")
     for artifact in result.artifacts:
         out.print(f"  artifact  {display_path(artifact)}")
+
+
+def _sweep(
+    config: Any,
+    notebook: Path,
+    specs: tuple[str, ...],
+    declared: Any,
+    parameters: dict[str, Any],
+    timeout: float | None,
+    kernel: str | None,
+    jobs: int | None,
+    cluster: str | None,
+) -> None:
+    """`nbcd run --sweep`: every point of the grid, a line each, then where the sweep is."""
+    from nbcd.execute.sweep import SweepPoint, parse_axes, run_sweep
+
+    axes = parse_axes(specs, declared)
+
+    def show(point: SweepPoint) -> None:
+        records = ", ".join(f"{k}={v}" for k, v in point.records.items())
+        if point.status == "passed":
+            line = f"[green]ok[/green]     {escape(point.name)}  {point.duration:.1f} s"
+            out.print(line + (f"  {escape(records)}" if records else ""))
+        else:
+            out.print(f"[red]failed[/red] {escape(point.name)}  {escape(point.error)}")
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(interruptible())
+        executions = _cluster_executions(cluster, config)
+        if executions is not None:
+            stack.callback(executions.close_sync)
+        result = run_sweep(
+            config,
+            notebook,
+            axes,
+            parameters=parameters,
+            jobs=jobs,
+            timeout=timeout,
+            kernel=kernel,
+            executions=executions,
+            on_point=show,
+        )
+    passed = sum(p.status == "passed" for p in result.points)
+    where = display_path(result.path) if result.path else "nowhere"
+    out.print(f"{passed}/{len(result.points)} points ran in {result.duration:.1f} s; sweep {where}")
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+def _cluster_executions(given: str | None, config: Any) -> Any:
+    """The cluster `nbcd run` runs on (--cluster, $NBCD_CLUSTER, [tool.nbcd]), or None."""
+    from nbcd.cluster.connect import cluster_address
+
+    address = cluster_address(given, config)
+    if address is None:
+        return None
+    from nbcd.cluster.executions import ClusterExecutions
+
+    return ClusterExecutions(address, root=config.root, build_dir=config.build_dir, config=config)
 
 
 @cli.command("test")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,14 @@ def report(summary_path: Path | None, output: Path | None, **given: Any) -> None
 
     config = load_config()
     summary = read_summary(summary_path or config.build_dir / "nbcd" / "summary.json")
+    # sweeps run since (`nbcd run --sweep`) are shown beside the pipeline's own
+    found = [
+        display_path(path, Path(summary.root))
+        for path in sorted((config.build_dir / "nbcd" / "sweeps").glob("*.json"))
+    ]
+    extra = [path for path in found if path not in summary.sweeps]
+    if extra:
+        summary = dataclasses.replace(summary, sweeps=[*summary.sweeps, *extra])
     hide = report_options(config, given).exclude_input
     site = build_site(summary, output or config.build_dir / "site", exclude_input=hide)
     for note in site.notes:
@@ -95,6 +104,12 @@ def report(summary_path: Path | None, output: Path | None, **given: Any) -> None
 @click.option("--no-cache", is_flag=True, help="Test every notebook, even unchanged ones.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Notebooks at once.")
 @click.option("--require-docker", is_flag=True, help="Fail the build when Docker is absent.")
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Run the test and run stages' notebooks on a Dask cluster: tcp://HOST:PORT of a "
+    "`dask scheduler`, or local:N [default: $NBCD_CLUSTER, else [tool.nbcd] cluster].",
+)
 def ci(
     project: Path | None,
     stages: str | None,
@@ -102,6 +117,7 @@ def ci(
     no_cache: bool,
     jobs: int | None,
     require_docker: bool,
+    cluster: str | None,
 ) -> None:
     """Run lint, test, run, report and build for a project; write build/nbcd/summary.json."""
     from nbcd.pipeline.ci import PipelineOptions, available_stages, run_pipeline
@@ -120,6 +136,7 @@ def ci(
         use_cache=not no_cache,
         jobs=jobs,
         require_docker=require_docker,
+        cluster=cluster,
     )
     with interruptible(), stage_display() as (started, ended):
         result = run_pipeline(config, options, on_stage_start=started, on_stage_end=ended)

@@ -1,11 +1,17 @@
-"""The run stage: execute a notebook with parameters and keep what it produced."""
+"""The run stage: execute a notebook with parameters and keep what it produced.
+
+It executes here, or on a cluster when given an :class:`~nbcd.execute.dispatch.Executions`
+(``nbcd run --cluster``, ``nbcd ci --cluster``): the files the notebook writes there come
+back to where they would be written here before the artifacts are checked.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbcd.config import Config
 from nbcd.errors import CheckFailed, NbcdError, UsageError
@@ -15,11 +21,17 @@ from nbcd.files import atomic_write_text
 from nbcd.notebook import (
     cell_label,
     display_path,
+    executed_name,
     kernel_name,
     read_notebook,
     write_notebook,
 )
+from nbcd.records import notebook_records
 from nbcd.report.render import notebook_to_html
+from nbcd.textnotebook import error_line, location
+
+if TYPE_CHECKING:
+    from nbcd.execute.dispatch import Executions
 
 __all__ = ["RunResult", "run_notebook"]
 
@@ -44,18 +56,23 @@ class RunResult:
         """True when every cell ran and every required artifact was written by this run."""
         return self.execution.ok and not self.missing_artifacts
 
-    def failure_cell(self) -> str:
-        """The failing cell as the user knows it: its position in their notebook file."""
+    def _failure_index(self) -> int | None:
+        """The failing cell's index in the user's notebook file; None for the injected cell."""
         failure = self.execution.failure
-        if failure is None:
-            return ""
-        index = failure.cell_index
-        if self.injected_index is not None:
+        index = failure.cell_index if failure is not None else None
+        if index is not None and self.injected_index is not None:
             if index == self.injected_index:
-                return "the injected-parameters cell"
+                return None
             if index > self.injected_index:
                 index -= 1
-        return cell_label(index)
+        return index
+
+    def failure_cell(self) -> str:
+        """The failing cell as the user knows it: its position in their notebook file."""
+        if self.execution.failure is None:
+            return ""
+        index = self._failure_index()
+        return "the injected-parameters cell" if index is None else cell_label(index)
 
     @property
     def error(self) -> NbcdError | None:
@@ -63,7 +80,11 @@ class RunResult:
         shown = display_path(self.notebook)
         failure = self.execution.failure
         if failure is not None:
-            return failure.error(f"{shown}: {self.failure_cell()}")
+            index = self._failure_index()
+            # a text notebook's failing line as `path:line`, which editors open
+            line = error_line(failure.traceback)
+            where = location(self.notebook, index, line) if index is not None else None
+            return failure.error(f"{where or shown}: {self.failure_cell()}")
         if self.missing_artifacts:
             names = ", ".join(str(a) for a in self.missing_artifacts)
             return CheckFailed(f"{shown}: ran, but did not write its declared artifacts: {names}")
@@ -86,12 +107,14 @@ def run_notebook(
     html: bool | None = None,
     on_progress: ProgressCallback | None = None,
     reuse: tuple[ExecutionResult, float] | None = None,
+    executions: Executions | None = None,
 ) -> RunResult:
     """Execute notebook with configured, then given, parameters; write it and its HTML.
 
     ``reuse`` is an execution of the same notebook with its default parameters that already
     happened (the test stage's, in `nbcd ci`) and the wall-clock time it started: its outputs
-    and the artifacts it wrote are taken instead of executing again.
+    and the artifacts it wrote are taken instead of executing again. ``executions`` runs it
+    elsewhere (a cluster) instead of in a kernel started here; its maker closes it.
     """
     notebook = notebook.resolve()
     nb = read_notebook(notebook)
@@ -105,19 +128,35 @@ def run_notebook(
         execution, started = reuse
     else:
         started = time.time()
-        execution = execute_notebook(
-            injection.notebook,
-            cwd=notebook.parent,
-            kernel_name=kernel or kernel_name(nb) or config.kernel,
-            timeout=timeout or config.timeout,
-            on_progress=on_progress,
-        )
+        chosen = kernel or kernel_name(nb) or config.kernel
+        if executions is not None:
+            from nbcd.execute.dispatch import ExecutionRequest
+
+            request = ExecutionRequest(
+                notebook,
+                injection.notebook,
+                chosen,
+                timeout or config.timeout,
+                allow_errors=False,
+                on_progress=on_progress,
+            )
+            execution = asyncio.run(executions.execute(request)).result
+        else:
+            execution = execute_notebook(
+                injection.notebook,
+                cwd=notebook.parent,
+                kernel_name=chosen,
+                timeout=timeout or config.timeout,
+                on_progress=on_progress,
+            )
     declared = spec.artifacts if spec else ()
     written = tuple(a for a in declared if _written_since(a, started))
     # given parameters may send outputs elsewhere (an output folder), so only the configured
     # run must refresh every declared artifact
     required = execution.ok and spec is not None and not parameters
     missing = tuple(a for a in declared if a not in written) if required else ()
+    if records := notebook_records(execution.notebook):  # nbcd.record(...) calls, kept by name
+        execution.notebook.metadata.setdefault("nbcd", {})["records"] = records
     # the executed notebook is written even when a cell failed: its outputs show why
     write_notebook(execution.notebook, target)
     html_path = None
@@ -149,13 +188,19 @@ def _written_since(path: Path, started: float) -> bool:
 def _output_path(config: Config, notebook: Path, output: Path | None, inplace: bool) -> Path:
     if inplace and output is not None:
         raise UsageError("--inplace and -o/--output both say where to write; give one")
+    name = executed_name(notebook)  # x.ipynb for a text notebook x.py too
+    if inplace and name != notebook.name:
+        raise UsageError(
+            f"{notebook}: --inplace would replace a text notebook with JSON; "
+            f"write the executed notebook elsewhere with -o {name}"
+        )
     if inplace:
         return notebook
-    target = (output or config.notebooks_out / notebook.name).resolve()
+    target = (output or config.notebooks_out / name).resolve()
     if target == notebook:
         raise UsageError(
             f"{notebook}: the output would overwrite the input notebook; pass --inplace to allow it"
         )
     if target.is_dir():
-        target = target / notebook.name
+        target = target / name
     return target

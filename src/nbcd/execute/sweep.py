@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbcd.config import Config
 from nbcd.errors import (
@@ -31,11 +31,16 @@ from nbcd.errors import (
     exit_code_of,
     worst_exit_code,
 )
-from nbcd.execute.params import inject_parameters
+from nbcd.execute.dispatch import ExecutionRequest, Executions, LocalExecutions
+from nbcd.execute.imports import notebook_imports
+from nbcd.execute.params import INJECTED_TAG, inject_parameters
 from nbcd.execute.values import Parameter, parse_value
 from nbcd.files import atomic_write_text, load_json, read_text
 from nbcd.notebook import cell_label, display_path, kernel_name, read_notebook, write_notebook
 from nbcd.records import notebook_records
+
+if TYPE_CHECKING:
+    from nbcd.execute.executor import ExecutionResult
 
 __all__ = [
     "SWEEP_SCHEMA",
@@ -175,9 +180,14 @@ def run_sweep(
     timeout: float | None = None,
     kernel: str | None = None,
     fork: bool = True,
+    executions: Executions | None = None,
     on_point: PointCallback | None = None,
 ) -> SweepResult:
-    """Run notebook at every point of the axes' grid and save the sweep (the sweep engine)."""
+    """Run notebook at every point of the axes' grid and save the sweep (the sweep engine).
+
+    The points run here in a warm kernel pool (``jobs`` at once), or on whatever
+    ``executions`` runs notebooks on (a Dask cluster: ``nbcd run --sweep --cluster``).
+    """
     return asyncio.run(
         async_run_sweep(
             config,
@@ -188,6 +198,7 @@ def run_sweep(
             timeout=timeout,
             kernel=kernel,
             fork=fork,
+            executions=executions,
             on_point=on_point,
         )
     )
@@ -203,6 +214,7 @@ async def async_run_sweep(
     timeout: float | None = None,
     kernel: str | None = None,
     fork: bool = True,
+    executions: Executions | None = None,
     on_point: PointCallback | None = None,
 ) -> SweepResult:
     """The async implementation of :func:`run_sweep`."""
@@ -223,31 +235,34 @@ async def async_run_sweep(
     folder = config.notebooks_out / "sweeps" / notebook.stem
     kernel = kernel or kernel_name(nb) or config.kernel
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(points)))
-    pool = _open_pool(jobs, kernel, fork)
-    semaphore = asyncio.Semaphore(jobs)
+    runner = executions or LocalExecutions(jobs, kernel=kernel, fork=fork)
+    semaphore = asyncio.Semaphore(runner.limit or len(points))
+    imports = notebook_imports(nb)
     results: dict[int, SweepPoint] = {}
 
     async def one(index: int, point: dict[str, Any]) -> None:
         async with semaphore:
             values = {**_with_point(fixed, names[index]), **point}
-            result = await _run_point(
-                config, notebook, nb, values, folder / f"{names[index]}.ipynb", kernel,
-                timeout or config.timeout, pool, point,
-            )  # fmt: skip
+            request = ExecutionRequest(
+                path=notebook,
+                notebook=inject_parameters(nb, values).notebook,
+                kernel=kernel,
+                timeout=timeout or config.timeout,
+                allow_errors=False,  # a point stops at its first error, as `nbcd run` does
+                imports=imports,
+            )
+            executed = await runner.execute(request)
+            result = _point(config, notebook, request, executed.result, point, folder, names[index])
             results[index] = result
             if on_point is not None:
                 on_point(result)
 
     try:
-        if pool is not None:
-            await pool.__aenter__()
-            from nbcd.execute.imports import notebook_imports
-
-            pool.plan(notebook.parent, notebook_imports(nb))
+        await runner.start([(notebook, kernel, imports)] * len(points))
         await asyncio.gather(*(one(i, p) for i, p in enumerate(points)))
     finally:
-        if pool is not None:
-            await pool.__aexit__(None, None, None)
+        if executions is None:  # whoever made the executions closes them
+            await runner.close()
     sweep = SweepResult(
         notebook=display_path(notebook, config.root),
         axes={name: list(values) for name, values in axes.items()},
@@ -268,56 +283,31 @@ def _with_point(fixed: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {k: v.replace("{point}", name) if isinstance(v, str) else v for k, v in fixed.items()}
 
 
-def _open_pool(jobs: int, kernel: str, fork: bool) -> Any:
-    if not fork:
-        return None
-    from nbcd.execute.kernels import KernelPool
-
-    return KernelPool(size=jobs, kernel_name=kernel)
-
-
-async def _run_point(
+def _point(
     config: Config,
     notebook: Path,
-    nb: Any,
-    values: dict[str, Any],
-    output: Path,
-    kernel: str,
-    timeout: float,
-    pool: Any,
+    request: ExecutionRequest,
+    execution: ExecutionResult,
     point: dict[str, Any],
+    folder: Path,
+    name: str,
 ) -> SweepPoint:
-    """Execute one point in a pooled kernel, write its notebook, read back its records."""
-    from nbcd.execute.executor import async_execute_notebook
-    from nbcd.execute.imports import notebook_imports
-
-    injection = inject_parameters(nb, values)
-    handle = await pool.acquire(notebook.parent, notebook_imports(nb)) if pool else None
-    try:
-        execution = await async_execute_notebook(
-            injection.notebook,
-            cwd=notebook.parent,
-            kernel_name=kernel,
-            timeout=timeout,
-            km=handle.km if handle else None,
-            kc=handle.kc if handle else None,
-        )
-    finally:
-        if handle is not None:
-            await pool.release(handle)
+    """Write one point's executed notebook with its records; what the sweep keeps of it."""
     records = notebook_records(execution.notebook)
     execution.notebook.metadata.setdefault("nbcd", {})["records"] = records
+    output = folder / f"{name}.ipynb"
     write_notebook(execution.notebook, output)
     error: NbcdError | None = None
     if execution.failure is not None:
-        index, injected = execution.failure.cell_index, injection.injected_index
+        injected = _injected_index(request.notebook)
+        index = execution.failure.cell_index
         if injected is None or index < injected:
             label = cell_label(index)
         elif index == injected:
             label = "the injected-parameters cell"
         else:
             label = cell_label(index - 1)  # as the user counts cells: without the injected one
-        error = execution.failure.error(f"{display_path(notebook)} at {point_name(point)}: {label}")
+        error = execution.failure.error(f"{display_path(notebook)} at {name}: {label}")
     return SweepPoint(
         parameters=point,
         output=display_path(output, config.root),
@@ -327,6 +317,11 @@ async def _run_point(
         error=str(error).splitlines()[0] if error else "",
         exit_code=exit_code_of(error),
     )
+
+
+def _injected_index(nb: Any) -> int | None:
+    cells = enumerate(nb.cells)
+    return next((i for i, c in cells if INJECTED_TAG in c.metadata.get("tags", [])), None)
 
 
 def read_sweep(path: Path) -> SweepResult:

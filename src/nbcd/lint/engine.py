@@ -7,9 +7,10 @@ itself; nbcd's own fixes rewrite a notebook atomically, and only when something 
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from typing import Any
 import nbformat
 
 from nbcd.config import Config
-from nbcd.discover import find_notebooks, walk
-from nbcd.errors import UsageError
+from nbcd.discover import find_notebooks, one_per_pair, walk
+from nbcd.errors import NbcdError, UsageError
 from nbcd.files import JSONFileError, atomic_write_text, load_json
 from nbcd.lint.cells import restore_skipped
 from nbcd.lint.dockerfile import check_dockerfile
@@ -28,6 +29,7 @@ from nbcd.lint.rules import RULES, fix_notebook, run_rules
 from nbcd.lint.tools import run_hadolint, run_ruff
 from nbcd.notebook import display_path
 from nbcd.options import resolve
+from nbcd.textnotebook import is_text_notebook, is_text_path, not_a_notebook, read_text_notebook
 
 __all__ = ["LintReport", "lint_options", "lint_paths", "project_lint_paths"]
 
@@ -55,7 +57,7 @@ class LintReport:
 
 def _kind(path: Path) -> str | None:
     name = path.name
-    if name.endswith(".ipynb"):
+    if name.endswith(".ipynb") or is_text_notebook(path):  # a text notebook by its content
         return "notebook"
     if name == "Dockerfile" or name.startswith("Dockerfile.") or name.endswith(".Dockerfile"):
         return "dockerfile"
@@ -72,6 +74,8 @@ def _collect(paths: Sequence[Path], build_dir: Path) -> list[Path]:
             found.update(dict.fromkeys(walk(path, lambda p: _kind(p) is not None, build_dir)))
         elif not path.exists():
             raise UsageError(f"no such file or directory: {path}")
+        elif _kind(path) is None and is_text_path(path):
+            raise UsageError(not_a_notebook(path))
         elif _kind(path) is None:
             raise UsageError(f"cannot lint {path}: not a notebook, Dockerfile or requirements")
         else:
@@ -79,7 +83,7 @@ def _collect(paths: Sequence[Path], build_dir: Path) -> list[Path]:
     if not found:
         shown = ", ".join(map(str, paths)) or "no paths"
         raise UsageError(f"nothing to lint in {shown}: no notebooks, Dockerfiles or requirements")
-    return list(found)
+    return one_per_pair(found)  # x.py and its paired x.ipynb are one notebook: x.py
 
 
 def _structure_problem(raw: Any) -> str | None:
@@ -105,6 +109,12 @@ def _load(path: Path, shown: str) -> tuple[dict[str, Any] | None, list[Finding]]
     JSON nested too deeply for the parsers (nbcd.files.load_json) is such a file too.
     """
     rule = RULES["NB001"]
+    if is_text_path(path):
+        # jupytext's reading, with the paired .ipynb's outputs (nbcd.textnotebook)
+        try:
+            return read_text_notebook(path), []
+        except NbcdError as exc:
+            return None, [rule.finding(shown, str(exc).removeprefix(f"{path}: "))]
     try:
         raw = load_json(path.read_text(encoding="utf-8-sig"), shown)
     except JSONFileError as exc:
@@ -143,8 +153,13 @@ def _lint_notebooks(
     ruff_findings: list[Finding] = []
     fixed = 0
     readable = {s: notebooks[s] for s, nb in loaded.items() if nb.get("nbformat") == 4}
+    texts = {s: loaded[s] for s, path in readable.items() if is_text_path(path)}
+    readable = {s: path for s, path in readable.items() if s not in texts}
+    if options.use_ruff and texts:
+        ruff_findings += _ruff_text_notebooks(texts, options, root)
     if options.use_ruff and readable:
-        ruff_findings, fixed, rewrote = run_ruff(readable, options, root, loaded)
+        found, fixed, rewrote = run_ruff(readable, options, root, loaded)
+        ruff_findings += found
         if rewrote:  # ruff rewrote some of them: the rules must see what is on disk now
             for shown in readable:
                 nb, problems = _load(notebooks[shown], shown)
@@ -153,7 +168,9 @@ def _lint_notebooks(
                     _write_notebook(notebooks[shown], nb)  # its fixes to skipped cells undone
                 loaded[shown] = nb if nb is not None else loaded[shown]
     for shown, nb in loaded.items():
-        changed = fix_notebook(nb, shown, options) if nb.get("nbformat") == 4 else 0
+        # a text notebook is never rewritten: it holds no outputs, and its pair is not its file
+        fixable = nb.get("nbformat") == 4 and shown not in texts
+        changed = fix_notebook(nb, shown, options) if fixable else 0
         if changed:
             _write_notebook(notebooks[shown], nb)
             fixed += changed
@@ -162,6 +179,27 @@ def _lint_notebooks(
     known = set(loaded)
     findings += (f for f in ruff_findings if f.path not in known)
     return findings, fixed
+
+
+def _ruff_text_notebooks(
+    texts: dict[str, dict[str, Any]], options: LintOptions, root: Path
+) -> list[Finding]:
+    """ruff's findings on text notebooks, through .ipynb copies in a temporary folder.
+
+    ruff then reads them cell by cell as it does an .ipynb (imports at a cell's top, magics),
+    and its cell numbers and lines map to the text file (nbcd.textnotebook). It runs in the
+    project root, so the project's ruff settings apply. Never fixed: a fix would land in the
+    copy.
+    """
+    with tempfile.TemporaryDirectory(prefix="nbcd-lint-") as folder:
+        copies = {}
+        for number, (shown, nb) in enumerate(texts.items()):
+            copy = Path(folder, str(number), f"{Path(shown).stem}.ipynb")
+            copy.parent.mkdir()
+            _write_notebook(copy, nb)
+            copies[shown] = copy
+        findings, _, _ = run_ruff(copies, replace(options, fix=False), root, texts)
+    return findings
 
 
 def lint_paths(

@@ -8,16 +8,14 @@ from pathlib import Path
 
 from nbcd.lint.engine import LintReport
 from nbcd.lint.findings import Finding
+from nbcd.textnotebook import finding_location, layout_of
 
 __all__ = ["format_github", "format_json", "format_text"]
 
 
-def _location(finding: Finding) -> str:
-    parts = [finding.path]
-    if finding.cell is not None:
-        parts.append(f"cell {finding.cell}")
-    parts += [str(n) for n in (finding.line, finding.column) if n is not None]
-    return ":".join(parts)
+def _location(finding: Finding, root: str) -> str:
+    # a text notebook's finding is located by the line of its file (nbcd.textnotebook)
+    return finding_location(finding, root)
 
 
 def _summary(report: LintReport) -> str:
@@ -32,8 +30,12 @@ def _summary(report: LintReport) -> str:
 
 
 def format_text(report: LintReport) -> str:
-    """One line per finding (``path:cell 3:2:5: F401 message``) and a summary line."""
-    lines = [f"{_location(f)}: {f.code} {f.message}" for f in report.findings]
+    """One line per finding and a summary line.
+
+    ``path:cell 3:2:5: F401 message`` in an ``.ipynb``; ``path:15:5: cell 3: F401 message`` in
+    a text notebook (jupytext ``.py``, MyST ``.md``), whose lines are the file's.
+    """
+    lines = [f"{_location(f, report.root)}: {f.code} {f.message}" for f in report.findings]
     return "\n".join([*lines, _summary(report)]) + "\n"
 
 
@@ -68,7 +70,15 @@ def format_github(report: LintReport, workspace: Path | None = None) -> str:
             name = finding.path
         properties = [f"file={_escape(name, property_value=True)}"]
         message = finding.message
-        if finding.cell is not None:
+        layout = layout_of(file) if finding.cell is not None else None
+        file_line = layout.line(finding.cell - 1, finding.line) if layout and finding.cell else None
+        if finding.cell is not None and file_line is not None:
+            # a text notebook's cell lines are lines of its file: annotate the line itself
+            message = f"cell {finding.cell}: {message}"
+            properties.append(f"line={file_line}")
+            if finding.line is not None and finding.column:
+                properties.append(f"col={finding.column}")
+        elif finding.cell is not None:
             # A cell's line is not a line of the .ipynb file: say where in words instead.
             where = f"cell {finding.cell}" + (f", line {finding.line}" if finding.line else "")
             message = f"{where}: {message}"

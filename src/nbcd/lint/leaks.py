@@ -2,8 +2,9 @@
 
 Each finder takes one piece of text (a source line, or a cell's outputs as text) and returns
 what it found, described without repeating a secret, or None. :mod:`nbcd.lint.rules` runs them
-as NB301 (code cells and their outputs) and NB302 (every cell, markdown too). ``bench/secrets.py``
-measures NB302 against detect-secrets on a corpus of made-up secrets and look-alikes.
+as NB301 (code cells and their outputs) and NB302 (every cell, markdown too).
+``bench/secret_detection.py`` measures NB302 against detect-secrets on a corpus of made-up
+secrets and look-alikes.
 """
 
 from __future__ import annotations

@@ -47,6 +47,8 @@ class PipelineOptions:
     use_cache: bool = True
     jobs: int | None = None
     require_docker: bool = False
+    # a Dask scheduler for the test and run stages (None: $NBCD_CLUSTER, else [tool.nbcd])
+    cluster: str | None = None
 
 
 @dataclass
@@ -80,9 +82,13 @@ class _Run:
     tests: list[NotebookSummary] = field(default_factory=list)
     runs: list[RunSummary] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
+    sweeps: list[str] = field(default_factory=list)  # sweep summaries the run stage wrote
     results: dict[str, Any] = field(default_factory=dict)
     site: Path | None = None
     reused: list[str] = field(default_factory=list)  # runs taken from the test stage
+    # where the test and run stages execute notebooks: None is here, else one cluster
+    # connection for both (nbcd.cluster.executions.ClusterExecutions)
+    executions: Any = None
     # read once per pipeline: the report is rendered twice and git costs four subprocesses
     environment: dict[str, str] = field(default_factory=environment_info)
     git: dict[str, str] = field(default_factory=dict)
@@ -102,6 +108,7 @@ class _Run:
             tests=self.tests,
             runs=self.runs,
             models=self.models,
+            sweeps=self.sweeps,
             environment=self.environment,
             git=self.git,
         )
@@ -125,6 +132,50 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run the chosen stages in order; a failed stage stops the rest unless keep_going."""
     state = _Run(config, options, time.time())
+    try:
+        state.executions = _cluster_executions(config, options)
+        _run_stages(state, on_stage_start, on_stage_end)
+    finally:
+        if state.executions is not None:
+            state.executions.close_sync()
+    summary_path = config.build_dir / "nbcd" / "summary.json"
+    summary = state.summary()
+    write_summary(summary, summary_path)
+    if state.site is not None and "build" in options.stages:
+        # the site was rendered before the build stage ran; show the final picture
+        from nbcd.report.site import build_site
+
+        exclude_input = report_options(config).exclude_input
+        build_site(summary, state.site, exclude_input=exclude_input)
+    return PipelineResult(summary, summary_path, state.site, state.results)
+
+
+def _cluster_executions(config: Config, options: PipelineOptions) -> Any:
+    """One cluster connection for the test and run stages, made on first use; None: here."""
+    from nbcd.cluster.connect import cluster_address
+
+    address = cluster_address(options.cluster, config)
+    if address is None or not {"test", "run"} & set(options.stages):
+        return None
+    from nbcd.cluster.executions import ClusterExecutions
+    from nbcd.testing.options import test_options
+
+    tested = test_options(config)  # the workers' pools follow [tool.nbcd.test] fork, warm_imports
+    return ClusterExecutions(
+        address,
+        root=config.root,
+        build_dir=config.build_dir,
+        jobs=options.jobs,
+        fork=tested.fork,
+        warm_imports=tested.warm_imports,
+        config=config,
+    )
+
+
+def _run_stages(
+    state: _Run, on_stage_start: StageCallback | None, on_stage_end: StageDoneCallback | None
+) -> None:
+    options = state.options
     runners = {"lint": _lint, "test": _test, "run": _run, "report": _report, "build": _build}
     stopped = False
     for name in [s for s in STAGES if s in options.stages]:
@@ -144,16 +195,6 @@ def run_pipeline(
         if on_stage_end is not None:
             on_stage_end(stage)
         stopped = status in ("failed", "error") and not options.keep_going
-    summary_path = config.build_dir / "nbcd" / "summary.json"
-    summary = state.summary()
-    write_summary(summary, summary_path)
-    if state.site is not None and "build" in options.stages:
-        # the site was rendered before the build stage ran; show the final picture
-        from nbcd.report.site import build_site
-
-        exclude_input = report_options(config).exclude_input
-        build_site(summary, state.site, exclude_input=exclude_input)
-    return PipelineResult(summary, summary_path, state.site, state.results)
 
 
 def _lint(state: _Run) -> tuple[StageStatus, str, int]:
@@ -178,7 +219,8 @@ def _test(state: _Run) -> tuple[StageStatus, str, int]:
     config = state.config
     # --no-cache turns the cache off; without it [tool.nbcd.test] cache decides
     given = {"jobs": state.options.jobs, "cache": False if not state.options.use_cache else None}
-    report = run_tests(find_notebooks(config), test_options(config, given))
+    options = test_options(config, given)
+    report = run_tests(find_notebooks(config), options, executions=state.executions)
     write_junit(report, config.build_dir / "nbcd" / "junit.xml", root=config.root)
     state.results["test"] = report
     state.tests = [
@@ -201,15 +243,15 @@ def _run(state: _Run) -> tuple[StageStatus, str, int]:
     from nbcd.execute.run import run_notebook
 
     config = state.config
-    if not config.runs:
-        return "skipped", "no [[tool.nbcd.runs]] configured", EXIT_OK
+    if not config.runs and not config.sweeps:
+        return "skipped", "no [[tool.nbcd.runs]] or [[tool.nbcd.sweeps]] configured", EXIT_OK
     results = []
     worst = EXIT_OK
     tested = state.results.get("test")
     outcomes = {o.path.resolve(): o for o in tested.outcomes} if tested is not None else {}
     for spec in config.runs:
         reuse = _reusable(outcomes.get(spec.notebook), spec)
-        result = run_notebook(config, spec.notebook, reuse=reuse)
+        result = run_notebook(config, spec.notebook, reuse=reuse, executions=state.executions)
         if reuse is not None:
             state.reused.append(display_path(spec.notebook, config.root))
         results.append(result)
@@ -236,10 +278,34 @@ def _run(state: _Run) -> tuple[StageStatus, str, int]:
     text = f"{ok}/{len(results)} notebooks ran, {artifacts} artifacts"
     if state.reused:
         text += f" ({len(state.reused)} from the test stage's execution)"
+    for sweep in _sweeps(state):
+        worst = worst_exit_code((worst, sweep.exit_code))
+        passed = sum(p.status == "passed" for p in sweep.points)
+        text += f"; sweep {sweep.notebook}: {passed}/{len(sweep.points)} points"
     if worst == EXIT_OK:
         return "passed", text, EXIT_OK
     # as in the test stage: a check that failed is "failed", a notebook that could not run "error"
     return ("failed" if worst == EXIT_CHECK_FAILED else "error"), text, worst
+
+
+def _sweeps(state: _Run) -> list[Any]:
+    """Run the configured sweeps (nbcd.execute.sweep) on the run stage's executions."""
+    from nbcd.execute.sweep import run_sweep
+
+    config, done = state.config, []
+    for spec in config.sweeps:
+        sweep = run_sweep(
+            config,
+            spec.notebook,
+            spec.grid,
+            parameters=spec.parameters,
+            executions=state.executions,
+        )
+        if sweep.path is not None:
+            state.sweeps.append(display_path(sweep.path, config.root))
+        done.append(sweep)
+    state.results["sweeps"] = done
+    return done
 
 
 def _reusable(outcome: Any, spec: RunSpec) -> tuple[ExecutionResult, float] | None:

@@ -30,7 +30,8 @@ def sweep_view(path: Path, root: Path) -> dict[str, Any]:
     except NbcdError as exc:
         return {"file": shown, "note": str(exc), "rows": [], "plots": []}
     axes = list(sweep.axes)
-    metrics = sweep.metrics
+    # a record of a swept parameter (k recorded at k=3) says what its column already says
+    metrics = [m for m in sweep.metrics if m not in sweep.axes]
     rows = [
         {
             "values": [p.parameters.get(a) for a in axes],

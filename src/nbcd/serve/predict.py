@@ -12,7 +12,11 @@ scorer is built, and the estimator is used unchanged whenever a step is not cove
 check disagrees.
 
 :func:`predict_file` scores a CSV file chunk by chunk, like a SageMaker batch transform:
-identifier columns pass through, rows that fail validation are reported and skipped.
+identifier columns pass through, rows that fail validation are reported and skipped. Its
+pieces (:func:`check_columns`, :func:`read_csv_chunks`, :func:`score_chunks`,
+:func:`csv_header`) also score one partition of a folder, a glob or a Parquet file
+(:mod:`nbcd.serve.partitions`), in this process or on a Dask worker
+(:mod:`nbcd.cluster.scoring`), so every path validates and reports rows alike.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -44,18 +48,30 @@ from nbcd.serve.scorer import (
 
 __all__ = [
     "MAX_FAILURES",
+    "PARQUET_SUFFIXES",
     "PredictProgress",
     "PredictResult",
+    "ScoredChunk",
     "Scorer",
     "Scores",
+    "added_columns",
+    "check_columns",
+    "csv_header",
     "finite_rows",
+    "is_parquet",
     "predict_file",
+    "read_csv_chunks",
+    "read_header",
+    "same_file",
+    "score_chunks",
 ]
 
 log = logging.getLogger(__name__)
 
 # How many failing rows a PredictResult lists; all of them are counted.
 MAX_FAILURES = 100
+#: Suffixes read as Parquet; every other input file is read as CSV.
+PARQUET_SUFFIXES = (".parquet", ".pq")
 # Strings read as a missing value in feature columns (pandas' defaults); identifier columns
 # keep every string verbatim, so a county called "NA" stays "NA".
 _NA_STRINGS = sorted(
@@ -84,8 +100,34 @@ class PredictResult:
     rows_failed: int
     output: Path
     duration: float
-    #: (1-based line number in the input file, reason), the first MAX_FAILURES of them
+    #: (1-based line number in the input file, reason), the first MAX_FAILURES of them; for
+    #: Parquet input the number is the row's (1-based, the file's first row is 1)
     failures: list[tuple[int, str]] = field(default_factory=list)
+    #: the input file of each entry of ``failures``, in the same order
+    failure_files: list[Path] = field(default_factory=list)
+    #: the files written: ``[output]``, or the part files of an output folder
+    outputs: list[Path] = field(default_factory=list)
+    #: how many partitions the input was scored in
+    partitions: int = 1
+    #: partitions scored per Dask worker address; empty when scored in this process
+    workers: dict[str, int] = field(default_factory=dict)
+
+    def located_failures(self) -> list[tuple[str, str]]:
+        """``(where, reason)`` per listed failure: ``FILE:LINE`` for CSV, ``FILE row N`` else."""
+        return [
+            (_place(path, number), reason)
+            for path, (number, reason) in zip(self.failure_files, self.failures, strict=True)
+        ]
+
+
+def _place(path: Path, number: int) -> str:
+    # a CSV row has a line number editors jump to; a Parquet row only has its position
+    return f"{path} row {number}" if is_parquet(path) else f"{path}:{number}"
+
+
+def is_parquet(path: Path) -> bool:
+    """Whether a path names a Parquet file (by its suffix: .parquet or .pq)."""
+    return path.suffix.lower() in PARQUET_SUFFIXES
 
 
 def predict_file(
@@ -108,60 +150,29 @@ def predict_file(
         raise UsageError(f"chunk_rows must be at least 1, not {chunk_rows}")
     started = time.perf_counter()
     input_csv, output_csv = Path(input_csv), Path(output_csv)
-    if _same_file(input_csv, output_csv):
+    if same_file(input_csv, output_csv):
         raise UsageError(
             f"{output_csv}: the output is the input file {input_csv}; "
             "writing it would replace the rows being scored, so give -o another path"
         )
     scorer = Scorer.load(model_path)
-    columns = _read_header(input_csv)
-    features = scorer.features
-    missing = [name for name in features if name not in columns]
-    if missing:
-        raise UsageError(
-            f"{input_csv} lacks the model's feature columns {', '.join(missing)} "
-            f"(its columns: {', '.join(columns) or 'none'})"
-        )
-    passthrough = [name for name in columns if name not in features]
-    clash = [name for name in _added_columns(scorer.kind) if name in passthrough]
-    if clash:
-        raise UsageError(
-            f"{input_csv} already has a column named {clash[0]!r}, which the output adds; rename it"
-        )
+    passthrough = check_columns(scorer, read_header(input_csv), input_csv)
     total_bytes = input_csv.stat().st_size
     rows_in = rows_scored = rows_failed = 0
     failures: list[tuple[int, str]] = []
     with atomic_writer(output_csv, "w", newline="") as out, input_csv.open("rb") as source:
-        reader = pd.read_csv(
-            source,
-            chunksize=chunk_rows,
-            encoding="utf-8-sig",
-            # identifiers verbatim (leading zeros, "NA"); features parsed, bad cells found below
-            dtype=dict.fromkeys(passthrough, str),
-            keep_default_na=False,
-            na_values=dict.fromkeys(features, _NA_STRINGS),
-            # keep blank lines as rows so row positions stay line numbers
-            skip_blank_lines=False,
-            # never an implicit index: a first row longer than the header would shift every
-            # column by one (ids read as features); _chunks refuses it instead
-            index_col=False,
-        )
+        # the header even when no row follows, so the output always reads as a table
+        out.write(csv_header([*passthrough, *added_columns(scorer.kind)]))
+        chunks = read_csv_chunks(source, input_csv, scorer.features, passthrough, chunk_rows)
         position = 0  # rows of the file read so far, blank ones included
-        header = True
-        for chunk in _chunks(reader, input_csv):
-            first_line = position + 2  # the header is line 1
-            position += len(chunk)
-            part = _score_chunk(scorer, chunk, passthrough, MAX_FAILURES - len(failures))
+        for part in score_chunks(scorer, chunks, passthrough):
+            position += part.rows
             rows_in += part.rows_in
             rows_scored += len(part.frame)
-            rows_failed += len(part.failed)
-            failures.extend(
-                (first_line + int(index), reason)
-                for index, reason in zip(part.failed, part.reasons, strict=False)
-            )
-            if len(part.frame) or header:
-                part.frame.to_csv(out, header=header, index=False, lineterminator="\n")
-                header = False
+            rows_failed += part.rows_failed
+            failures.extend((row + 2, reason) for row, reason in part.failures)  # header: 1
+            if len(part.frame):
+                part.frame.to_csv(out, header=False, index=False, lineterminator="\n")
             if on_progress is not None:
                 on_progress(PredictProgress(position, min(source.tell(), total_bytes), total_bytes))
     return PredictResult(
@@ -171,7 +182,86 @@ def predict_file(
         output=output_csv,
         duration=time.perf_counter() - started,
         failures=failures,
+        failure_files=[input_csv] * len(failures),
+        outputs=[output_csv],
     )
+
+
+def check_columns(scorer: Scorer, columns: list[str], path: Path) -> list[str]:
+    """The input's columns copied to the output; UsageError if the model cannot score it."""
+    features = scorer.features
+    missing = [name for name in features if name not in columns]
+    if missing:
+        raise UsageError(
+            f"{path} lacks the model's feature columns {', '.join(missing)} "
+            f"(its columns: {', '.join(columns) or 'none'})"
+        )
+    passthrough = [name for name in columns if name not in features]
+    clash = [name for name in added_columns(scorer.kind) if name in passthrough]
+    if clash:
+        raise UsageError(
+            f"{path} already has a column named {clash[0]!r}, which the output adds; rename it"
+        )
+    return passthrough
+
+
+def read_csv_chunks(
+    source: IO[bytes], path: Path, features: list[str], passthrough: list[str], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The rows of a CSV stream (header first) in chunks, read the one way every path reads."""
+    reader = pd.read_csv(
+        source,
+        chunksize=chunk_rows,
+        encoding="utf-8-sig",
+        # identifiers verbatim (leading zeros, "NA"); features parsed, bad cells found below
+        dtype=dict.fromkeys(passthrough, str),
+        keep_default_na=False,
+        na_values=dict.fromkeys(features, _NA_STRINGS),
+        # keep blank lines as rows so row positions stay line numbers
+        skip_blank_lines=False,
+        # never an implicit index: a first row longer than the header would shift every
+        # column by one (ids read as features); _chunks refuses it instead
+        index_col=False,
+    )
+    return _chunks(reader, path)
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    """One chunk scored by :func:`score_chunks`."""
+
+    frame: pd.DataFrame  # the output rows: passthrough columns, then the added ones
+    rows: int  # rows read, blank ones included (a CSV's lines, but for quoted line breaks)
+    rows_in: int  # rows read that are not blank
+    rows_failed: int
+    #: (0-based position of the row in the whole stream, reason), while the budget lasts
+    failures: list[tuple[int, str]]
+
+
+def score_chunks(
+    scorer: Scorer,
+    chunks: Iterable[pd.DataFrame],
+    passthrough: list[str],
+    *,
+    explain: int = MAX_FAILURES,
+) -> Iterator[ScoredChunk]:
+    """Validate and score chunks in order; the first ``explain`` failing rows get a reason."""
+    position = 0
+    for chunk in chunks:
+        part = _score_chunk(scorer, chunk, passthrough, explain)
+        explain -= len(part.reasons)
+        failures = [
+            (position + int(index), reason)
+            for index, reason in zip(part.failed, part.reasons, strict=False)
+        ]
+        yield ScoredChunk(part.frame, len(chunk), part.rows_in, len(part.failed), failures)
+        position += len(chunk)
+
+
+def csv_header(columns: list[str]) -> str:
+    """The header line pandas writes for these columns (quoted where needed)."""
+    text: str = pd.DataFrame(columns=columns).to_csv(index=False, lineterminator="\n")
+    return text
 
 
 @dataclass(frozen=True)
@@ -193,9 +283,9 @@ def _score_chunk(scorer: Scorer, chunk: pd.DataFrame, passthrough: list[str], wa
     rows = np.flatnonzero(valid)
     failed = np.flatnonzero(~valid & ~blank)
     overflowed: set[int] = set()
-    columns: dict[str, Any] = {name: [] for name in _added_columns(scorer.kind)}
+    columns: dict[str, Any] = {name: [] for name in added_columns(scorer.kind)}
     if len(rows):
-        scores = scorer.score(np.ascontiguousarray(X[rows]))
+        scores = _score_rows(scorer, X[rows])
         finite = finite_rows(scores)
         if not finite.all():
             overflowed = {int(i) for i in rows[~finite]}
@@ -210,11 +300,22 @@ def _score_chunk(scorer: Scorer, chunk: pd.DataFrame, passthrough: list[str], wa
     return _Chunk(frame, int((~blank).sum()), failed, reasons)
 
 
-def _added_columns(kind: str) -> list[str]:
+def _score_rows(scorer: Scorer, X: Array) -> Scores:
+    """Scores of the rows of ``X``, the same bits for a row whatever batch it comes in."""
+    if len(X) == 1:
+        # BLAS multiplies a single row by another path (matrix-vector) than a batch, which
+        # rounds differently; scored as two rows, a row does not depend on its chunk, so a
+        # file gives the same scores in any chunks or partitions
+        return scorer.score(np.repeat(X, 2, axis=0)).select(np.zeros(1, dtype=np.intp))
+    return scorer.score(np.ascontiguousarray(X))
+
+
+def added_columns(kind: str) -> list[str]:
+    """The columns the output adds after the input's own: cluster and distance, or prediction."""
     return [CLUSTER_COLUMN, DISTANCE_COLUMN] if kind == "cluster" else [PREDICTION_COLUMN]
 
 
-def _read_header(path: Path) -> list[str]:
+def read_header(path: Path) -> list[str]:
     """The input's column names; a missing, unreadable or empty file is a UsageError."""
     try:
         with path.open("rb") as handle:
@@ -229,7 +330,7 @@ def _read_header(path: Path) -> list[str]:
         raise UsageError(f"{path}: cannot be read as CSV ({_first_line(exc)})") from None
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     """Whether two paths name one file: the same path once resolved, or a hard link of it."""
     # os.path.realpath, unlike Path.resolve on Python < 3.13, does not raise on a symlink loop
     if os.path.realpath(a) == os.path.realpath(b):

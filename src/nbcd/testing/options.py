@@ -69,15 +69,36 @@ class TestOptions:
         flag="--no-warm-imports",
         help="Do not fork kernels from templates that imported the notebooks' libraries.",
     )
+    cluster: str | None = option(
+        None,
+        key=None,
+        inherit="cluster",
+        metavar="ADDRESS",
+        help="Run the notebooks on a Dask cluster: tcp://HOST:PORT of a `dask scheduler`, or "
+        "local:N for N local workers [default: $NBCD_CLUSTER, else [tool.nbcd] cluster].",
+    )
     cache_dir: Path | None = None  # not an option: BUILD/nbcd/cache of the project
+    # not options: the project a cluster task mirrors, and what it leaves behind (its build)
+    project_root: Path | None = None
+    build_dir: Path | None = None
 
 
 def test_options(config: Any, given: dict[str, Any] | None = None) -> TestOptions:
-    """TestOptions of a project: given values > [tool.nbcd.test] > [tool.nbcd] > defaults."""
+    """TestOptions of a project: given values > [tool.nbcd.test] > [tool.nbcd] > defaults.
+
+    ``cluster`` alone has one more level: a given address > ``$NBCD_CLUSTER`` > ``[tool.nbcd]
+    cluster`` (nbcd.cluster.connect.cluster_address).
+    """
+    from nbcd.cluster.connect import cluster_address
+
+    given = dict(given or {})
+    given["cluster"] = cluster_address(given.get("cluster"), config)
     return resolve(
         TestOptions,
         table=config.test,
         inherited=config,
         given=given,
         cache_dir=config.build_dir / "nbcd" / "cache",
+        project_root=config.root,
+        build_dir=config.build_dir,
     )

@@ -4,6 +4,10 @@
 tolerances and table/image comparison on request; ``run`` mode only checks that every cell
 runs (nbmake's check). Notebooks run in parallel on a pool of pre-warmed kernels; each one
 still gets its own fresh kernel process.
+
+Where they run is an :class:`~nbcd.execute.dispatch.Executions`: the local pool, or with
+``options.cluster`` a Dask cluster (nbcd.cluster.executions), one task per notebook. Cache
+lookups and records stay here either way: only misses leave this process.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from nbcd.errors import (
     exit_code_of,
     worst_exit_code,
 )
+from nbcd.execute.dispatch import ExecutionRequest, Executions, LocalExecutions
 from nbcd.execute.imports import notebook_imports
 from nbcd.notebook import cell_label, display_path, kernel_name, read_notebook
 from nbcd.options import verdict_of
-from nbcd.testing.cache import InputState, Lookup, PassCache, notebook_parts
+from nbcd.testing.cache import InputState, Lookup, PassCache, declared_inputs, notebook_parts
 from nbcd.testing.compare import (
     CompareOptions,
     Mismatch,
@@ -41,6 +46,7 @@ from nbcd.testing.compare import (
 )
 from nbcd.testing.markers import SKIP_EXECUTION_TAG, cell_markers
 from nbcd.testing.options import TestOptions
+from nbcd.textnotebook import is_text_path, read_text_notebook
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -69,6 +75,7 @@ class NotebookOutcome:
     # the execution itself, for `nbcd ci` to reuse in its run stage
     execution: ExecutionResult | None = field(default=None, repr=False, compare=False)
     started_at: float = 0.0  # wall-clock start of the execution
+    worker: str = ""  # the cluster worker that ran it ("" when it ran here)
 
     @property
     def exit_code(self) -> int:
@@ -130,9 +137,16 @@ def run_tests(
     options: TestOptions,
     *,
     on_outcome: OutcomeCallback | None = None,
+    executions: Executions | None = None,
 ) -> TestReport:
-    """Test every notebook in paths and return the report (the engine of `nbcd test`)."""
-    return asyncio.run(async_run_tests(paths, options, on_outcome=on_outcome))
+    """Test every notebook in paths and return the report (the engine of `nbcd test`).
+
+    Notebooks run on ``executions`` when given (its maker closes it), else on the local
+    kernel pool, or on ``options.cluster`` when set.
+    """
+    return asyncio.run(
+        async_run_tests(paths, options, on_outcome=on_outcome, executions=executions)
+    )
 
 
 async def async_run_tests(
@@ -140,6 +154,7 @@ async def async_run_tests(
     options: TestOptions,
     *,
     on_outcome: OutcomeCallback | None = None,
+    executions: Executions | None = None,
 ) -> TestReport:
     """The async implementation of run_tests."""
     started = time.perf_counter()
@@ -174,41 +189,47 @@ async def async_run_tests(
         else:
             pending.append((index, checked))
     if pending:
-        semaphore = asyncio.Semaphore(jobs)
-        pool = _open_pool(min(jobs, len(pending)), options)
+        # made only now: an all-cached run starts no kernel and contacts no cluster
+        where = executions or _executions(options, jobs)
+        semaphore = asyncio.Semaphore(where.limit or len(pending))
 
         async def one(index: int, item: _Pending) -> None:
             async with semaphore:
-                outcome, warning = await _test_one(item, options, compare, cache, pool)
-                warnings.extend([warning] if warning else [])
+                outcome, found = await _test_one(item, options, compare, cache, where)
+                warnings.extend(found)
                 report(index, outcome)
 
         try:
-            if pool is not None:
-                await pool.__aenter__()
-                for _, item in pending:  # templates start while the first notebooks run
-                    if item.kernel == pool.kernel_name:
-                        pool.plan(item.path.parent, item.imports)
+            await where.start([(item.path, item.kernel, item.imports) for _, item in pending])
             await asyncio.gather(*(one(index, item) for index, item in pending))
         except BaseException:
             stopping = True
             raise
         finally:
-            if pool is not None:
-                await pool.__aexit__(None, None, None)
+            if executions is None:
+                await where.close()
     ordered = tuple(outcomes[index] for index in range(len(paths)))
     return TestReport(ordered, time.perf_counter() - started, tuple(dict.fromkeys(warnings)))
 
 
-def _open_pool(jobs: int, options: TestOptions) -> Any:
-    if not options.fork:
-        return None
-    try:
-        from nbcd.execute.kernels import KernelPool
-    except ImportError:
-        return None
-    return KernelPool(
-        size=jobs, kernel_name=options.kernel or "python3", warm_imports=options.warm_imports
+def _executions(options: TestOptions, jobs: int) -> Executions:
+    """The local kernel pool, or the cluster of ``options.cluster``."""
+    if options.cluster:
+        from nbcd.cluster.executions import ClusterExecutions
+
+        return ClusterExecutions(
+            options.cluster,
+            root=options.project_root,
+            build_dir=options.build_dir,
+            jobs=options.jobs,  # -j limits a cluster only when given; else its scheduler queues
+            fork=options.fork,
+            warm_imports=options.warm_imports,
+        )
+    return LocalExecutions(
+        jobs,
+        kernel=options.kernel or "python3",
+        fork=options.fork,
+        warm_imports=options.warm_imports,
     )
 
 
@@ -222,15 +243,34 @@ class _Pending:
     parts: dict[str, str]
     lookup: Lookup | None
     imports: frozenset[str] = frozenset()  # installed libraries its code cells import
+    declared: tuple[Path, ...] = ()  # its declared inputs (metadata nbcd.inputs)
+
+    def request(self, nb: NotebookNode, options: TestOptions, record: bool) -> ExecutionRequest:
+        """The execution of ``nb`` (this notebook, prepared) for the test stage."""
+        entry = self.lookup.entry if self.lookup is not None else None
+        return ExecutionRequest(
+            path=self.path,
+            notebook=nb,
+            kernel=self.kernel,
+            timeout=options.timeout,
+            # every cell runs even after an error, as in nbval, so that all problems are
+            # reported; which errors were expected is decided afterwards from the cell markers
+            allow_errors=True,
+            record_inputs=record,
+            imports=self.imports,
+            # what it used when it last passed, if that run had this key (a cluster sends these)
+            inputs=tuple(Path(i.path) for i in entry.inputs) if entry is not None else None,
+            declared=self.declared,
+        )
 
 
 def _check(path: Path, options: TestOptions, cache: PassCache | None) -> NotebookOutcome | _Pending:
     """Read a notebook and look it up in the cache: an outcome already, or work to do."""
     started = time.perf_counter()
     try:
-        raw = path.read_bytes()
-        # the key needs only the JSON: a hit skips nbformat's validation
-        data = _json_of(raw)
+        # the key needs only the JSON: a hit skips nbformat's validation. A text notebook's
+        # JSON is jupytext's reading of it, with its paired .ipynb's stored outputs
+        data = read_text_notebook(path) if is_text_path(path) else _json_of(path.read_bytes())
         kernel = options.kernel or kernel_name(data) or "python3"
         parts: dict[str, str] = {}
         lookup = None
@@ -256,7 +296,12 @@ def _check(path: Path, options: TestOptions, cache: PassCache | None) -> Noteboo
     except NbcdError as exc:
         return NotebookOutcome(path, "error", 0.0, str(exc), error=exc)
     imports = notebook_imports(stored) if options.warm_imports else frozenset()
-    return _Pending(path, stored, kernel, parts, lookup, imports)
+    declared = tuple(declared_inputs(path, _mapping(data.get("metadata"))))
+    return _Pending(path, stored, kernel, parts, lookup, imports, declared)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _json_of(raw: bytes) -> dict[str, Any]:
@@ -273,18 +318,20 @@ async def _test_one(
     options: TestOptions,
     compare: CompareOptions,
     cache: PassCache | None,
-    pool: Any,
-) -> tuple[NotebookOutcome, str | None]:
+    executions: Executions,
+) -> tuple[NotebookOutcome, list[str]]:
     """Run one notebook and judge it; a passed run is recorded (a warning if it cannot be)."""
     path, stored = item.path, item.stored
     started, started_at = time.perf_counter(), time.time()
     reason = item.lookup.reason if item.lookup is not None else "cache off"
     try:
-        fresh = await _execute(item, _prepared(stored), options, pool, cache)
+        done = await executions.execute(item.request(_prepared(stored), options, cache is not None))
     except NbcdError as exc:
         took = time.perf_counter() - started
-        return NotebookOutcome(path, "error", took, str(exc), error=exc, reason=reason), None
-    duration = time.perf_counter() - started
+        return NotebookOutcome(path, "error", took, str(exc), error=exc, reason=reason), []
+    fresh, warnings = done.result, list(done.warnings)
+    # on a cluster, the time on the worker: a notebook's wait in the queue is not its own
+    duration = done.duration_s if done.duration_s is not None else time.perf_counter() - started
     outcome = _judge(path, stored, fresh.notebook, fresh.failure, options.mode, compare, duration)
     used = _used(fresh.inputs, path)
     outcome = replace(
@@ -293,13 +340,14 @@ async def _test_one(
         inputs=tuple(display_path(Path(state.path)) for state in used),
         execution=fresh,
         started_at=started_at,
+        worker=done.worker,
     )
-    warning = None
     if cache is not None and item.lookup is not None and outcome.status == "passed":
         if fresh.inputs is None:
-            return outcome, None  # nothing recorded (a kernel without the recorder): no entry
+            return outcome, warnings  # nothing recorded (a kernel without the recorder)
         warning = cache.record(item.lookup, path, item.parts, duration, used)
-    return outcome, warning
+        warnings += [warning] if warning else []
+    return outcome, warnings
 
 
 def _used(inputs: RecordedInputs | None, notebook: Path) -> list[InputState]:
@@ -311,37 +359,6 @@ def _used(inputs: RecordedInputs | None, notebook: Path) -> list[InputState]:
     states += [InputState.now(p, "dir") for p in inputs.dirs]
     states += [InputState.now(p, "module") for p in inputs.modules]
     return states
-
-
-async def _execute(
-    item: _Pending,
-    nb: NotebookNode,
-    options: TestOptions,
-    pool: Any,
-    cache: PassCache | None,
-) -> ExecutionResult:
-    from nbcd.execute.executor import async_execute_notebook
-
-    folder = item.path.parent
-    # notebooks of another kernel than the pool's start their kernel the ordinary way
-    pooled = pool is not None and item.kernel == pool.kernel_name
-    handle = await pool.acquire(folder, item.imports) if pooled else None
-    try:
-        # every cell runs even after an error, as in nbval, so that all problems are
-        # reported; which errors were expected is decided afterwards from the cell markers
-        return await async_execute_notebook(
-            nb,
-            cwd=folder,
-            kernel_name=item.kernel,
-            timeout=options.timeout,
-            allow_errors=True,
-            km=handle.km if handle else None,
-            kc=handle.kc if handle else None,
-            record_inputs=cache is not None,
-        )
-    finally:
-        if handle is not None:
-            await pool.release(handle)
 
 
 def _prepared(stored: NotebookNode) -> NotebookNode:

@@ -16,9 +16,9 @@ push-protection scanner would stop, is in this file. Three scans of the same not
 A sample is caught when the tool reports anything in its notebook; on a clean sample that is a
 false positive. Prints one row per kind, totals and median times; asserts nothing.
 
-    python bench/secrets.py [--rounds 3] [--keep DIR]
-    python bench/secrets.py --notebooks PATH...    # both tools on given notebooks instead
-    python bench/secrets.py --list                 # the corpus, numbered as its files
+    python bench/secret_detection.py [--rounds 3] [--keep DIR]
+    python bench/secret_detection.py --notebooks PATH...    # both tools on given notebooks instead
+    python bench/secret_detection.py --list                 # the corpus, numbered as its files
 """
 
 from __future__ import annotations
