@@ -179,3 +179,19 @@ def test_cli_sweep_prints_each_point_and_fails_when_one_fails(
     assert [p.parameters for p in saved.points] == [{"k": 2}, {"k": 3}, {"k": 4}]
     refused = run_cli("run", "nb.ipynb", "--sweep", "k=2", "-o", "x.ipynb", cwd=tmp_path)
     assert refused.returncode == 2 and "drop -o/--inplace" in refused.stderr
+
+
+@pytest.mark.e2e
+def test_a_sweep_runs_on_a_cluster_with_the_same_records(
+    make_notebook: NotebookFactory, tmp_path: Path
+) -> None:
+    pytest.importorskip("distributed")
+    make_notebook(PARAMETERS, "import nbcd\nnbcd.record('score', k * 10 + seed)", name="nb.ipynb")
+    here = run_cli("run", "nb.ipynb", "--sweep", "k=2,3", cwd=tmp_path)
+    local = read_sweep(tmp_path / "build" / "nbcd" / "sweeps" / "nb.json")
+    there = run_cli("run", "nb.ipynb", "--sweep", "k=2,3", "--cluster", "local:2", cwd=tmp_path)
+    remote = read_sweep(tmp_path / "build" / "nbcd" / "sweeps" / "nb.json")
+
+    assert here.returncode == there.returncode == 0, there.stdout + there.stderr
+    assert [p.records for p in remote.points] == [p.records for p in local.points]
+    assert [p.records for p in remote.points] == [{"score": 20}, {"score": 30}]

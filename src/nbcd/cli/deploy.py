@@ -30,6 +30,11 @@ __all__ = ["build", "init", "predict", "serve_command"]
 @click.option("--require-docker", is_flag=True, help="Fail when no Docker daemon answers.")
 @click.option("--no-wheel", is_flag=True, help="Do not ship an nbcd wheel built from source.")
 @click.option("--no-docker", is_flag=True, help="Only assemble the context.")
+@click.option(
+    "--download-wheels",
+    is_flag=True,
+    help="Fetch each pin's wheel for the image from PyPI once, so the locks carry hashes.",
+)
 def build(
     out_dir: Path | None,
     model: Path | None,
@@ -37,6 +42,7 @@ def build(
     require_docker: bool,
     no_wheel: bool,
     no_docker: bool,
+    download_wheels: bool,
 ) -> None:
     """Assemble the deployable context (Dockerfile, locked requirements, model, report)."""
     from nbcd.build.context import build_context
@@ -50,6 +56,7 @@ def build(
         tag=tag,
         wheel=not no_wheel,
         docker=not no_docker,
+        download_wheels=download_wheels,
     )
     for finding in result.findings:
         where = f"{finding.path}:{finding.line}" if finding.line else finding.path

@@ -100,7 +100,6 @@ def run(
         notebook_parameters,
         parse_value,
     )
-    from nbcd.execute.run import run_notebook
     from nbcd.notebook import read_notebook
 
     wanted = params or help_params or sweeps
@@ -120,6 +119,8 @@ def run(
             raise click.UsageError("--sweep writes one notebook per point; drop -o/--inplace")
         _sweep(config, notebook, sweeps, declared, parameters, timeout, kernel, jobs, cluster)
         return
+    from nbcd.execute.run import run_notebook  # deferred: it loads nbconvert, --help-params not
+
     with contextlib.ExitStack() as stack:
         stack.enter_context(interruptible())
         executions = _cluster_executions(cluster, config)
