@@ -617,6 +617,7 @@ def test_when_nbformat_can_normalize_the_notebook_then_it_runs_without_warnings(
 def test_when_a_notebook_needed_normalizing_then_lint_says_what_to_fix(ws: Workspace) -> None:
     inputs = [ws.notebook_json(f"{name}.ipynb", change) for name, change in NORMALIZABLE.items()]
     args = ["lint", *(p.name for p in inputs), "--format", "json", "--select", "NB004"]
+    args += ["--fail-on", "warning"]  # NB004 is a warning
     result = run_case(ws, Case(args, inputs))
     assert result.returncode == 1 and result.stderr == "", result.stderr
     found = {(f["path"], f["cell"]) for f in json.loads(result.stdout)["findings"]}
