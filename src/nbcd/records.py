@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RECORD_MIME", "RecordError", "notebook_records", "record"]
+__all__ = ["RECORD_MIME", "RecordError", "keep_records", "notebook_records", "record"]
 
 RECORD_MIME = "application/vnd.nbcd.record+json"
 
@@ -68,4 +68,12 @@ def notebook_records(nb: Mapping[str, Any]) -> dict[str, Any]:
             payload = output.get("data", {}).get(RECORD_MIME)
             if isinstance(payload, Mapping) and isinstance(payload.get("name"), str):
                 records[payload["name"]] = payload.get("value")
+    return records
+
+
+def keep_records(nb: Any) -> dict[str, Any]:
+    """The records of an executed notebook, also stored in its metadata (``nbcd.records``)."""
+    records = notebook_records(nb)
+    if records:
+        nb.metadata.setdefault("nbcd", {})["records"] = records
     return records

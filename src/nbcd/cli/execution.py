@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +123,7 @@ def run(
     from nbcd.execute.run import run_notebook  # deferred: it loads nbconvert, --help-params not
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(interruptible())
-        executions = _cluster_executions(cluster, config)
-        if executions is not None:
-            stack.callback(executions.close_sync)
+        executions = stack.enter_context(_executing(cluster, config))
         progress = stack.enter_context(progress_bar(notebook.name, counts=True))
         result = run_notebook(
             config,
@@ -183,11 +181,7 @@ def _sweep(
         else:
             out.print(f"[red]failed[/red] {escape(point.name)}  {escape(point.error)}")
 
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(interruptible())
-        executions = _cluster_executions(cluster, config)
-        if executions is not None:
-            stack.callback(executions.close_sync)
+    with _executing(cluster, config) as executions:
         result = run_sweep(
             config,
             notebook,
@@ -204,6 +198,16 @@ def _sweep(
     out.print(f"{passed}/{len(result.points)} points ran in {result.duration:.1f} s; sweep {where}")
     if result.exit_code:
         sys.exit(result.exit_code)
+
+
+@contextlib.contextmanager
+def _executing(cluster: str | None, config: Any) -> Iterator[Any]:
+    """Ctrl-C and SIGTERM stop the work; the cluster's executions (or None), closed after."""
+    with interruptible(), contextlib.ExitStack() as stack:
+        executions = _cluster_executions(cluster, config)
+        if executions is not None:
+            stack.callback(executions.close_sync)
+        yield executions
 
 
 def _cluster_executions(given: str | None, config: Any) -> Any:

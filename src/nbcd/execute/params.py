@@ -25,6 +25,7 @@ from nbcd.execute.values import (
     parse_value,
     union_of,
 )
+from nbcd.notebook import cell_label
 
 __all__ = [
     "InjectionResult",
@@ -35,6 +36,8 @@ __all__ = [
     "notebook_parameters",
     "parameters_of_cell",
     "parse_value",
+    "user_cell_index",
+    "user_cell_label",
 ]
 
 PARAMETERS_TAG = "parameters"
@@ -50,6 +53,19 @@ class InjectionResult:
     declared: tuple[str, ...]
     undeclared: tuple[str, ...] = field(default=())
     has_parameters_cell: bool = True
+
+
+def user_cell_index(index: int, injected: int | None) -> int | None:
+    """A cell of an injected notebook as the user's file numbers it; None: the injected cell."""
+    if injected is None or index < injected:
+        return index
+    return None if index == injected else index - 1
+
+
+def user_cell_label(index: int, injected: int | None) -> str:
+    """A cell of an injected notebook as the user knows it: `cell 3`, or the injected one."""
+    shown = user_cell_index(index, injected)
+    return "the injected-parameters cell" if shown is None else cell_label(shown)
 
 
 def declared_parameters(source: str) -> tuple[str, ...]:

@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING, Any
 from nbcd.config import Config
 from nbcd.errors import CheckFailed, NbcdError, UsageError
 from nbcd.execute.executor import ExecutionResult, ProgressCallback, execute_notebook
-from nbcd.execute.params import inject_parameters
+from nbcd.execute.params import inject_parameters, user_cell_index, user_cell_label
 from nbcd.files import atomic_write_text
 from nbcd.notebook import (
-    cell_label,
     display_path,
     executed_name,
     kernel_name,
     read_notebook,
     write_notebook,
 )
-from nbcd.records import notebook_records
+from nbcd.records import keep_records
 from nbcd.report.render import notebook_to_html
 from nbcd.textnotebook import error_line, location
 
@@ -59,20 +58,12 @@ class RunResult:
     def _failure_index(self) -> int | None:
         """The failing cell's index in the user's notebook file; None for the injected cell."""
         failure = self.execution.failure
-        index = failure.cell_index if failure is not None else None
-        if index is not None and self.injected_index is not None:
-            if index == self.injected_index:
-                return None
-            if index > self.injected_index:
-                index -= 1
-        return index
+        return None if failure is None else user_cell_index(failure.cell_index, self.injected_index)
 
     def failure_cell(self) -> str:
         """The failing cell as the user knows it: its position in their notebook file."""
-        if self.execution.failure is None:
-            return ""
-        index = self._failure_index()
-        return "the injected-parameters cell" if index is None else cell_label(index)
+        failure = self.execution.failure
+        return "" if failure is None else user_cell_label(failure.cell_index, self.injected_index)
 
     @property
     def error(self) -> NbcdError | None:
@@ -155,8 +146,7 @@ def run_notebook(
     # run must refresh every declared artifact
     required = execution.ok and spec is not None and not parameters
     missing = tuple(a for a in declared if a not in written) if required else ()
-    if records := notebook_records(execution.notebook):  # nbcd.record(...) calls, kept by name
-        execution.notebook.metadata.setdefault("nbcd", {})["records"] = records
+    keep_records(execution.notebook)  # nbcd.record(...) calls, by name in its metadata
     # the executed notebook is written even when a cell failed: its outputs show why
     write_notebook(execution.notebook, target)
     html_path = None

@@ -13,6 +13,7 @@ that points writing files write them to folders of their own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import os
@@ -33,11 +34,11 @@ from nbcd.errors import (
 )
 from nbcd.execute.dispatch import ExecutionRequest, Executions, LocalExecutions
 from nbcd.execute.imports import notebook_imports
-from nbcd.execute.params import INJECTED_TAG, inject_parameters
+from nbcd.execute.params import InjectionResult, inject_parameters, user_cell_label
 from nbcd.execute.values import Parameter, parse_value
 from nbcd.files import atomic_write_text, load_json, read_text
-from nbcd.notebook import cell_label, display_path, kernel_name, read_notebook, write_notebook
-from nbcd.records import notebook_records
+from nbcd.notebook import display_path, kernel_name, read_notebook, write_notebook
+from nbcd.records import keep_records
 
 if TYPE_CHECKING:
     from nbcd.execute.executor import ExecutionResult
@@ -243,16 +244,24 @@ async def async_run_sweep(
     async def one(index: int, point: dict[str, Any]) -> None:
         async with semaphore:
             values = {**_with_point(fixed, names[index]), **point}
+            injection = inject_parameters(nb, values)
             request = ExecutionRequest(
                 path=notebook,
-                notebook=inject_parameters(nb, values).notebook,
+                notebook=injection.notebook,
                 kernel=kernel,
                 timeout=timeout or config.timeout,
                 allow_errors=False,  # a point stops at its first error, as `nbcd run` does
                 imports=imports,
             )
             executed = await runner.execute(request)
-            result = _point(config, notebook, request, executed.result, point, folder, names[index])
+            result = _point(
+                config,
+                notebook,
+                injection,
+                executed.result,
+                point,
+                folder / f"{names[index]}.ipynb",
+            )
             results[index] = result
             if on_point is not None:
                 on_point(result)
@@ -271,7 +280,7 @@ async def async_run_sweep(
     )
     path = sweep_path(config, notebook)
     atomic_write_text(path, json.dumps(sweep.to_json(), indent=2, default=str) + "\n")
-    return SweepResult(sweep.notebook, sweep.axes, sweep.points, sweep.duration, path)
+    return dataclasses.replace(sweep, path=path)
 
 
 def sweep_path(config: Config, notebook: Path) -> Path:
@@ -286,28 +295,19 @@ def _with_point(fixed: Mapping[str, Any], name: str) -> dict[str, Any]:
 def _point(
     config: Config,
     notebook: Path,
-    request: ExecutionRequest,
+    injection: InjectionResult,
     execution: ExecutionResult,
     point: dict[str, Any],
-    folder: Path,
-    name: str,
+    output: Path,
 ) -> SweepPoint:
     """Write one point's executed notebook with its records; what the sweep keeps of it."""
-    records = notebook_records(execution.notebook)
-    execution.notebook.metadata.setdefault("nbcd", {})["records"] = records
-    output = folder / f"{name}.ipynb"
+    records = keep_records(execution.notebook)
     write_notebook(execution.notebook, output)
     error: NbcdError | None = None
     if execution.failure is not None:
-        injected = _injected_index(request.notebook)
-        index = execution.failure.cell_index
-        if injected is None or index < injected:
-            label = cell_label(index)
-        elif index == injected:
-            label = "the injected-parameters cell"
-        else:
-            label = cell_label(index - 1)  # as the user counts cells: without the injected one
-        error = execution.failure.error(f"{display_path(notebook)} at {name}: {label}")
+        label = user_cell_label(execution.failure.cell_index, injection.injected_index)
+        where = f"{display_path(notebook)} at {point_name(point)}: {label}"
+        error = execution.failure.error(where)
     return SweepPoint(
         parameters=point,
         output=display_path(output, config.root),
@@ -317,11 +317,6 @@ def _point(
         error=str(error).splitlines()[0] if error else "",
         exit_code=exit_code_of(error),
     )
-
-
-def _injected_index(nb: Any) -> int | None:
-    cells = enumerate(nb.cells)
-    return next((i for i, c in cells if INJECTED_TAG in c.metadata.get("tags", [])), None)
 
 
 def read_sweep(path: Path) -> SweepResult:
