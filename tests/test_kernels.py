@@ -216,9 +216,9 @@ def test_when_fork_server_is_unusable_then_kernels_start_plainly(
     monkeypatch.setattr(forkserver.ForkServer, "wait_ready", unusable)
 
     async def body(pool: KernelPool) -> None:
-        assert not pool.forked
         handle = await pool.acquire(tmp_path)
         assert not handle.forked
+        assert not pool.forked
         assert await run_code(handle, "print(1 + 1)") == "2"
 
     run_with_pool(body, prestart=False)

@@ -15,15 +15,22 @@ concurrently from one event loop.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from nbcd.errors import KernelError
+
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
     from nbcd.execute.executor import ExecutionResult, ProgressCallback
+    from nbcd.execute.forkserver import ForkServer
 
 __all__ = ["Executed", "ExecutionRequest", "Executions", "LocalExecutions", "Plan"]
 
@@ -93,11 +100,29 @@ class LocalExecutions:
         self.fork = fork
         self.warm_imports = warm_imports
         self._pool: Any = None
+        self._early: tuple[ForkServer, Path] | None = None  # launched before start()
 
     @property
     def limit(self) -> int | None:
         """At most ``jobs`` notebooks at once."""
         return self.jobs
+
+    def launch(self) -> None:
+        """Start the kernel fork server now, so that it imports while the caller prepares.
+
+        Cheap: one process spawn, and no Jupyter import here. Optional; start() uses it.
+        """
+        if not self.fork or self._early is not None or self._pool is not None:
+            return
+        if not hasattr(os, "fork"):
+            return
+        from nbcd.execute.forkserver import ForkServer
+
+        workdir = Path(tempfile.mkdtemp(prefix="nbcd-kernels-"))
+        try:
+            self._early = ForkServer.launch(workdir, os.environ), workdir
+        except KernelError:  # start() launches again, and says why it cannot
+            shutil.rmtree(workdir, ignore_errors=True)
 
     async def start(self, plans: Sequence[Plan]) -> None:
         """Start the pool and, in the background, templates for the notebooks' imports."""
@@ -112,6 +137,9 @@ class LocalExecutions:
             kernel_name=self.kernel,
             warm_imports=self.warm_imports,
         )
+        if self._early is not None:
+            pool.adopt(*self._early)
+            self._early = None
         await pool.__aenter__()
         self._pool = pool
         for path, kernel, imports in plans:  # templates start while the first notebooks run
@@ -149,3 +177,9 @@ class LocalExecutions:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.__aexit__(None, None, None)
+        early, self._early = self._early, None
+        if early is not None:  # launched, never started
+            server, workdir = early
+            with contextlib.suppress(OSError):
+                server.close()
+            shutil.rmtree(workdir, ignore_errors=True)

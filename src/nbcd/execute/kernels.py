@@ -43,7 +43,8 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
 from nbcd.errors import KernelError, KernelNotFoundError
-from nbcd.execute.forkserver import POLL_S, ForkProvisioner, ForkServer
+from nbcd.execute.forkserver import POLL_S, ForkServer
+from nbcd.execute.provisioner import ForkProvisioner
 
 __all__ = ["KernelHandle", "KernelPool"]
 
@@ -126,17 +127,32 @@ class KernelPool:
         self._live: set[KernelHandle] = set()
         self._spare: tuple[_Where, asyncio.Future[KernelHandle]] | None = None
         self._server: ForkServer | None = None
+        self._base: asyncio.Future[ForkServer | None] | None = None  # the server, once ready
         self.warm_imports = warm_imports
         self.max_templates = max_templates
         self._templates: dict[_Where, asyncio.Future[ForkServer | None]] = {}
         self._context: zmq.asyncio.Context | None = None
         self._workdir: Path | None = None
 
+    def adopt(self, server: ForkServer, workdir: Path) -> None:
+        """Use a fork server launched before the pool, in ``workdir`` (which the pool removes).
+
+        Launched early, the server imports the kernel machinery while the caller still
+        prepares; :meth:`start` drops it if the kernelspec is not this interpreter's ipykernel.
+        """
+        assert self._server is None and self._workdir is None, "adopt() before start()"
+        self._server, self._workdir = server, workdir
+
     async def start(self) -> None:
-        """Check the kernelspec and, if it can be forked, start the fork server."""
+        """Check the kernelspec and, if it can be forked, start the fork server.
+
+        It does not wait for the server: kernels and templates asked for meanwhile are
+        forked as soon as it is ready (or start the ordinary way if it never is).
+        """
         try:
             spec = AsyncKernelManager(kernel_name=self.kernel_name).kernel_spec
         except NoSuchKernel:
+            await self._drop_server()
             raise KernelNotFoundError(self.kernel_name) from None
         assert spec is not None
         # One context for all kernels: one I/O thread, not a thread and a linger per kernel.
@@ -144,19 +160,37 @@ class KernelPool:
         # Channels connect before the kernel listens, and ZMQ retries a refused connection
         # after RECONNECT_IVL: 100 ms by default, most of a forked kernel's start.
         self._context.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)
-        self._workdir = Path(tempfile.mkdtemp(prefix="nbcd-kernels-"))
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="nbcd-kernels-"))
         custom = spec.metadata.get("kernel_provisioner")
         self.forked = self.forked and not custom and _is_forkable(spec.argv)
-        if self.forked:
-            try:
-                self._server = ForkServer(self._workdir, {**os.environ, **self.env})
-                await self._server.wait_ready(self.startup_timeout)
-            except KernelError as exc:  # slower kernels beat none
-                _log.warning("%s; starting kernels without fork", exc)
-                if self._server is not None:
-                    await asyncio.to_thread(self._server.close)
-                self._workdir.mkdir(exist_ok=True)  # a server removes it on its way out
-                self._server, self.forked = None, False
+        if not self.forked:
+            await self._drop_server()
+            return
+        try:
+            self._server = self._server or ForkServer.launch(
+                self._workdir, {**os.environ, **self.env}
+            )
+        except KernelError as exc:  # slower kernels beat none
+            _log.warning("%s; starting kernels without fork", exc)
+            self.forked = False
+            return
+        self._base = asyncio.ensure_future(self._wait_base(self._server))
+
+    async def _wait_base(self, server: ForkServer) -> ForkServer | None:
+        try:
+            await server.wait_ready(self.startup_timeout)
+        except KernelError as exc:  # slower kernels beat none
+            _log.warning("%s; starting kernels without fork", exc)
+            self.forked = False
+            await self._drop_server()
+            return None
+        return server
+
+    async def _drop_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await asyncio.to_thread(server.close)
 
     def plan(self, cwd: Path | str, imports: frozenset[str]) -> None:
         """Start, in the background, a template for kernels in cwd that import these."""
@@ -169,10 +203,14 @@ class KernelPool:
     async def _start_template(self, where: _Where) -> ForkServer | None:
         assert self._workdir is not None
         cwd, imports = where
-        server = None
+        base, server = self._server, None
+        if base is None:  # the base server failed meanwhile
+            return None
         try:
+            # forked from the base server: the kernel machinery is imported once for all
             env = {**os.environ, **self.env}
-            server = ForkServer(self._workdir, env, warm=tuple(sorted(imports)), cwd=cwd)
+            log_path = self._workdir / f"template-{uuid.uuid4().hex[:8]}.log"
+            server = await base.fork_template(tuple(sorted(imports)), cwd, env, log_path)
             await server.wait_ready(self.startup_timeout)
             return server
         except (KernelError, OSError) as exc:  # a template that fails only costs warmth
@@ -189,26 +227,30 @@ class KernelPool:
         """The template with the most of a kernel's imports and nothing else, or the base."""
         cwd, imports = where
         fits = [w for w in self._templates if w[0] == cwd and w[1] <= imports]
+        # shielded: a cancelled acquire() must not cancel what other kernels wait for
         for best in sorted(fits, key=lambda w: len(w[1]), reverse=True):
-            server = await self._templates[best]
+            server = await asyncio.shield(self._templates[best])
             if server is not None:
                 return server
-        return self._server
+        return await asyncio.shield(self._base) if self._base is not None else None
 
     async def close(self) -> None:
         """Kill every kernel, the spare too, stop the fork servers, remove temporary files."""
         await self._drop_spare()
         for handle in list(self._live):
             await self.release(handle)
-        for template in self._templates.values():
-            template.cancel()
-            with contextlib.suppress(BaseException):
-                if server := await template:
-                    await asyncio.to_thread(server.close)
+        templates = list(self._templates.values())
         self._templates.clear()
-        if self._server is not None:
-            await asyncio.to_thread(self._server.close)
-            self._server = None
+        for template in templates:
+            template.cancel()
+        # each server exits as soon as its socket closes: close them all at once
+        servers = [s for t in templates if (s := await _quietly(t)) is not None]
+        await asyncio.gather(*(asyncio.to_thread(server.close) for server in servers))
+        if self._base is not None:
+            self._base.cancel()
+            await _quietly(self._base)
+            self._base = None
+        await self._drop_server()
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None
@@ -293,7 +335,7 @@ class KernelPool:
     async def _start_kernel(self, where: _Where) -> KernelHandle:
         assert self._workdir is not None, "KernelPool used before start()"
         cwd = where[0]
-        server = await self._server_for(where) if self._server is not None else None
+        server = await self._server_for(where)
         km = AsyncKernelManager(kernel_name=self.kernel_name, context=self._context)
         km.kernel_id = str(uuid.uuid4())
         # local sockets, not TCP: no race for free ports between kernels started at once, and
@@ -307,7 +349,8 @@ class KernelPool:
             )
             km.provisioner.server, km.provisioner.log_path = server, str(log_path)
         # The client exists before the kernel so that every failure cleans up one way.
-        handle = KernelHandle(km, km.client(context=self._context), cwd, self.forked, log_path)
+        forked = server is not None
+        handle = KernelHandle(km, km.client(context=self._context), cwd, forked, log_path)
         self._live.add(handle)
         try:
             with open(log_path, "ab") as log:  # Popen dups it; a forked child opens the path
@@ -373,3 +416,10 @@ class KernelPool:
     def release_sync(self, handle: KernelHandle) -> None:
         """Blocking :meth:`release`."""
         run_sync(self.release)(handle)
+
+
+async def _quietly(future: asyncio.Future[ForkServer | None]) -> ForkServer | None:
+    """A server future's result; None when it was cancelled or failed."""
+    with contextlib.suppress(BaseException):
+        return await future
+    return None

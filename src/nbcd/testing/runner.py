@@ -182,32 +182,40 @@ async def async_run_tests(
     # unreadable and unchanged notebooks are settled before any kernel starts, so an
     # all-cached rerun never pays for the fork server
     pending: list[tuple[int, _Pending]] = []
-    for index, path in enumerate(paths):
-        checked = _check(path, options, cache)
-        if isinstance(checked, NotebookOutcome):
-            report(index, checked)
-        else:
+    where = executions
+    try:
+        for index, path in enumerate(paths):
+            checked = _check(path, options, cache)
+            if isinstance(checked, NotebookOutcome):
+                report(index, checked)
+                continue
             pending.append((index, checked))
-    if pending:
-        # made only now: an all-cached run starts no kernel and contacts no cluster
-        where = executions or _executions(options, jobs)
-        semaphore = asyncio.Semaphore(where.limit or len(pending))
+            if where is None:
+                # made at the first notebook to run: an all-cached run starts no kernel and
+                # contacts no cluster. The fork server starts at once and imports the kernel
+                # machinery while the other notebooks are read.
+                where = _executions(options, jobs)
+                if isinstance(where, LocalExecutions):
+                    where.launch()
+        if pending:
+            assert where is not None
+            runner: Executions = where
+            semaphore = asyncio.Semaphore(runner.limit or len(pending))
 
-        async def one(index: int, item: _Pending) -> None:
-            async with semaphore:
-                outcome, found = await _test_one(item, options, compare, cache, where)
-                warnings.extend(found)
-                report(index, outcome)
+            async def one(index: int, item: _Pending) -> None:
+                async with semaphore:
+                    outcome, found = await _test_one(item, options, compare, cache, runner)
+                    warnings.extend(found)
+                    report(index, outcome)
 
-        try:
-            await where.start([(item.path, item.kernel, item.imports) for _, item in pending])
+            await runner.start([(item.path, item.kernel, item.imports) for _, item in pending])
             await asyncio.gather(*(one(index, item) for index, item in pending))
-        except BaseException:
-            stopping = True
-            raise
-        finally:
-            if executions is None:
-                await where.close()
+    except BaseException:
+        stopping = True
+        raise
+    finally:
+        if where is not None and executions is None:
+            await where.close()
     ordered = tuple(outcomes[index] for index in range(len(paths)))
     return TestReport(ordered, time.perf_counter() - started, tuple(dict.fromkeys(warnings)))
 
