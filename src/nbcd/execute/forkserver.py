@@ -50,6 +50,7 @@ __all__ = ["POLL_S", "ForkServer", "kill_group"]
 _PRELOAD = (
     *("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger"),
     *("IPython.core.completerlib", "IPython.core.debugger", "IPython.extensions.storemagic"),
+    *("IPython.core.oinspect", "IPython.utils.wildcard"),  # imported by the shell's set-up
     *("jupyter_client.session", "psutil", "sqlite3", "tornado.platform.asyncio", "tornado.queues"),
 )
 POLL_S = 0.002  # between liveness checks while killing: cheap, and a kill takes ~1 ms
