@@ -13,7 +13,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nbcd.notebook import cell_label, display_path
 from nbcd.textnotebook import error_line, finding_location, layout_of, location
@@ -48,6 +47,10 @@ def progress_bar(
     if not err.is_terminal:
         yield None
         return
+    # imported here: a cached rerun draws no bar, and rich.progress costs ~12 ms to import
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeElapsedColumn
+
     columns = [TextColumn("{task.description}"), BarColumn()]
     columns += [MofNCompleteColumn()] if counts else []
     with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
