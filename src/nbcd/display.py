@@ -48,8 +48,7 @@ def progress_bar(
         yield None
         return
     # imported here: a cached rerun draws no bar, and rich.progress costs ~12 ms to import
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = [TextColumn("{task.description}"), BarColumn()]
     columns += [MofNCompleteColumn()] if counts else []

@@ -340,6 +340,7 @@ class _Slot:
                 km=handle.km if handle else None,
                 kc=handle.kc if handle else None,
                 record_inputs=job.record_inputs,
+                kernel_info=handle.kernel_info if handle else None,
             )
         finally:
             if pool is not None and handle is not None:

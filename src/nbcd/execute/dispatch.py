@@ -166,6 +166,7 @@ class LocalExecutions:
                 km=handle.km if handle else None,
                 kc=handle.kc if handle else None,
                 record_inputs=request.record_inputs,
+                kernel_info=handle.kernel_info if handle else None,
             )
         finally:
             if handle is not None:

@@ -96,11 +96,13 @@ async def async_execute_notebook(
     km: Any = None,
     kc: Any = None,
     record_inputs: bool = False,
+    kernel_info: dict[str, Any] | None = None,
 ) -> ExecutionResult:
     """Execute a copy of nb in a fresh kernel whose working folder is cwd.
 
     With ``record_inputs`` the result says which files, folders and local modules the
-    notebook used (nbcd.execute.recorder).
+    notebook used (nbcd.execute.recorder). ``kernel_info`` is the content of the kernel's
+    kernel_info reply when the caller has it already (a pool's ready check asked for it).
     """
     nb = nbformat.from_dict(nb)  # the caller's notebook is never changed
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
@@ -142,7 +144,7 @@ async def async_execute_notebook(
         started = time.perf_counter()
         recorded: RecordedInputs | None = None
         try:
-            recorded = await _execute_cells(client, start_kwargs, record_inputs)
+            recorded = await _execute_cells(client, start_kwargs, record_inputs, kernel_info)
         except NoSuchKernel:
             raise KernelNotFoundError(kernel_name) from None
         except NbclientTimeout:
@@ -194,7 +196,10 @@ def execute_notebook(nb: NotebookNode, **kwargs: Any) -> ExecutionResult:
 
 
 async def _execute_cells(
-    client: NotebookClient, start_kwargs: dict[str, Any], record_inputs: bool
+    client: NotebookClient,
+    start_kwargs: dict[str, Any],
+    record_inputs: bool,
+    kernel_info: dict[str, Any] | None,
 ) -> RecordedInputs | None:
     """nbclient's ``async_execute``, with the input recorder around the cells when asked.
 
@@ -214,9 +219,11 @@ async def _execute_cells(
         assert client.kc is not None
         if record_inputs:
             await _silent(client, INSTALL)
-        info = await client.async_wait_for_reply(await ensure_async(client.kc.kernel_info()))
-        if info is not None and "language_info" in info["content"]:
-            client.nb.metadata["language_info"] = info["content"]["language_info"]
+        if kernel_info is None:
+            info = await client.async_wait_for_reply(await ensure_async(client.kc.kernel_info()))
+            kernel_info = info["content"] if info is not None else {}
+        if "language_info" in kernel_info:
+            client.nb.metadata["language_info"] = kernel_info["language_info"]
         for index, cell in enumerate(client.nb.cells):
             await client.async_execute_cell(
                 cell, index, execution_count=client.code_cells_executed + 1

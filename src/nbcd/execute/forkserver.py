@@ -165,12 +165,25 @@ def _fork_server_main(preload: list[str], launcher: str, avoid: list[str]) -> No
             sys._nbcd_launcher = os.path.abspath(sys.argv[0])  # type: ignore[attr-defined]
             # history in memory: a test run neither waits on nor writes to the user's
             # ~/.ipython history database
-            sys.argv = [launcher, *request["argv"][3:], "--HistoryManager.hist_file=:memory:"]
+            arguments = request["argv"][3:]
+            sys.argv = [launcher, *arguments, "--HistoryManager.hist_file=:memory:"]
             from ipykernel import kernelapp
+            from traitlets.config import Config
 
             # parent_handle defaults to $JPY_PARENT_PID as read at import, in the server: pass
             # it, so the kernel exits when the server does, as a kernel exits with its parent.
-            kernelapp.IPKernelApp.launch_instance(parent_handle=os.getppid())
+            app = kernelapp.IPKernelApp.instance(parent_handle=os.getppid())
+            if len(arguments) == 2 and arguments[0] == "-f":
+                # The standard kernelspec's only argument, given as the configuration it
+                # parses to: traitlets builds an argparse parser of every option of every
+                # class to read it (~5 ms of a kernel's ~40 ms start).
+                config = Config()
+                config.IPKernelApp.connection_file = arguments[1]
+                config.HistoryManager.hist_file = ":memory:"
+                app.update_config(config)
+                app.parse_command_line = lambda argv=None: None  # type: ignore[method-assign]
+            app.initialize()
+            app.start()
             code = 0
         except SystemExit as exc:
             code = exc.code

@@ -38,7 +38,7 @@ from typing import Any
 
 import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
-from jupyter_client.kernelspec import NoSuchKernel
+from jupyter_client.kernelspec import KernelSpec, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
@@ -64,6 +64,7 @@ class KernelHandle:
     forked: bool
     log_path: Path  # the kernel process's own stdout and stderr
     startup_seconds: float = 0.0  # how long acquire() took
+    kernel_info: dict[str, Any] | None = None  # the content of its kernel_info reply
 
     @property
     def pid(self) -> int | None:
@@ -133,6 +134,7 @@ class KernelPool:
         self._templates: dict[_Where, asyncio.Future[ForkServer | None]] = {}
         self._context: zmq.asyncio.Context | None = None
         self._workdir: Path | None = None
+        self._spec: KernelSpec | None = None  # read once by start(), not once per kernel
 
     def adopt(self, server: ForkServer, workdir: Path) -> None:
         """Use a fork server launched before the pool, in ``workdir`` (which the pool removes).
@@ -155,6 +157,7 @@ class KernelPool:
             await self._drop_server()
             raise KernelNotFoundError(self.kernel_name) from None
         assert spec is not None
+        self._spec = spec
         # One context for all kernels: one I/O thread, not a thread and a linger per kernel.
         self._context = zmq.asyncio.Context()
         # Channels connect before the kernel listens, and ZMQ retries a refused connection
@@ -337,6 +340,7 @@ class KernelPool:
         cwd = where[0]
         server = await self._server_for(where)
         km = AsyncKernelManager(kernel_name=self.kernel_name, context=self._context)
+        km._kernel_spec = self._spec  # its property would read kernel.json from disk again
         km.kernel_id = str(uuid.uuid4())
         # local sockets, not TCP: no race for free ports between kernels started at once, and
         # nothing listening on the network (ipykernel warns about unencrypted TCP otherwise)
@@ -387,6 +391,7 @@ class KernelPool:
                 continue
             while await kc.iopub_channel.msg_ready():
                 await kc.iopub_channel.get_msg(timeout=0)
+            handle.kernel_info = reply.get("content")
             return
 
     async def _check_starting(self, handle: KernelHandle, deadline: float) -> None:
