@@ -1,6 +1,6 @@
 """`python -m nbcd` runs the command line."""
 
-from nbcd.cli import main
+from nbcd.entry import main
 
 if __name__ == "__main__":
     main()

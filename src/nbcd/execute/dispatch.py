@@ -15,7 +15,6 @@ concurrently from one event loop.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from nbformat import NotebookNode
 
     from nbcd.execute.executor import ExecutionResult, ProgressCallback
-    from nbcd.execute.forkserver import ForkServer
+    from nbcd.execute.prelaunch import LaunchedServer
 
 __all__ = ["Executed", "ExecutionRequest", "Executions", "LocalExecutions", "Plan"]
 
@@ -100,7 +99,7 @@ class LocalExecutions:
         self.fork = fork
         self.warm_imports = warm_imports
         self._pool: Any = None
-        self._early: tuple[ForkServer, Path] | None = None  # launched before start()
+        self._early: tuple[LaunchedServer, Path] | None = None  # launched before start()
 
     @property
     def limit(self) -> int | None:
@@ -108,19 +107,21 @@ class LocalExecutions:
         return self.jobs
 
     def launch(self) -> None:
-        """Start the kernel fork server now, so that it imports while the caller prepares.
+        """Have the kernel fork server starting, so that it imports while the caller prepares.
 
-        Cheap: one process spawn, and no Jupyter import here. Optional; start() uses it.
+        Takes the server the command line started (nbcd.execute.prelaunch), or starts one:
+        cheap, a process spawn and no Jupyter import. Optional; start() uses it.
         """
         if not self.fork or self._early is not None or self._pool is not None:
             return
-        if not hasattr(os, "fork"):
-            return
-        from nbcd.execute.forkserver import ForkServer
+        from nbcd.execute.prelaunch import launch_server, take_early
 
+        self._early = take_early()
+        if self._early is not None or not hasattr(os, "fork"):
+            return
         workdir = Path(tempfile.mkdtemp(prefix="nbcd-kernels-"))
         try:
-            self._early = ForkServer.launch(workdir, os.environ), workdir
+            self._early = launch_server(workdir, os.environ), workdir
         except KernelError:  # start() launches again, and says why it cannot
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -138,8 +139,11 @@ class LocalExecutions:
             warm_imports=self.warm_imports,
         )
         if self._early is not None:
-            pool.adopt(*self._early)
+            from nbcd.execute.forkserver import ForkServer
+
+            launched, workdir = self._early
             self._early = None
+            pool.adopt(ForkServer.adopt(launched), workdir)
         await pool.__aenter__()
         self._pool = pool
         for path, kernel, imports in plans:  # templates start while the first notebooks run
@@ -180,7 +184,6 @@ class LocalExecutions:
             await pool.__aexit__(None, None, None)
         early, self._early = self._early, None
         if early is not None:  # launched, never started
-            server, workdir = early
-            with contextlib.suppress(OSError):
-                server.close()
+            launched, workdir = early
+            launched.discard()
             shutil.rmtree(workdir, ignore_errors=True)

@@ -16,18 +16,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from nbcd.execute.forkserver_main import AVOID
+
 __all__ = ["SNIFFERS", "installed_imports", "notebook_imports"]
 
 # already in every kernel, or meaningless to warm
 _SKIPPED = frozenset({"IPython", "ipykernel", "jupyter_client", "nbcd", "__future__"})
-# Libraries that do more than ask "am I in a Jupyter kernel?" when imported (register
-# display hooks, widgets, comms, start GPU or scheduler threads): imported in the kernel only.
-# The plain question is answered in the template as a kernel would (see the fork server).
-SNIFFERS = frozenset(
-    {"tqdm", "ipywidgets", "plotly", "bokeh", "panel", "holoviews", "altair", "torch",
-     "tensorflow", "jax", "dask", "distributed", "ray", "pyspark", "IPython",
-     "matplotlib_inline"}
-)  # fmt: skip
+# Libraries that do more than ask "am I in a Jupyter kernel?" at import: never warmed (the
+# fork server's list, nbcd.execute.forkserver_main.AVOID).
+SNIFFERS = AVOID
 
 
 def notebook_imports(nb: Any) -> frozenset[str]:
