@@ -229,3 +229,57 @@ def test_only_this_interpreters_ipykernel_is_forked() -> None:
     assert _is_forkable(["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"])
     assert not _is_forkable(["/other/env/python", "-m", "ipykernel_launcher", "-f", "x"])
     assert not _is_forkable(["R", "--slave", "-e", "IRkernel::main()"])
+
+
+def test_templates_are_forked_from_the_base_server_and_kernels_collect_only_their_own(
+    tmp_path: Path,
+) -> None:
+    # the kernel machinery is imported once, by the base server: a template is its child; and
+    # what the servers imported is frozen, so a kernel's collections never walk it
+    async def body(pool: KernelPool) -> None:
+        pool.plan(tmp_path, frozenset({"yaml"}))
+        handle = await pool.acquire(tmp_path, frozenset({"yaml"}))
+        kernel = psutil.Process(handle.pid)
+        template = kernel.parent()
+        base = template.parent()
+        assert base.pid == pool._server._process.proc.pid  # type: ignore[union-attr]
+        assert template.pid != base.pid
+        code = (
+            "import gc, sys; print(gc.get_freeze_count(), gc.isenabled(), 'psutil' in sys.modules)"
+        )
+        count, enabled, warm = (await run_code(handle, code)).split()
+        assert int(count) > 10_000 and enabled == "True" and warm == "True"
+
+    run_with_pool(body, prestart=False)
+    assert psutil.Process().children(recursive=True) == []
+
+
+def test_an_early_server_is_taken_by_the_first_pool_or_killed_on_exit(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        import sys
+        from nbcd.execute import prelaunch
+        prelaunch.launch_early(sys.argv[1:])
+        early = prelaunch.take_early()
+        if early is None:
+            print("none")
+        else:
+            prelaunch._early = early  # left for the exit hook to kill
+            print(early[0].proc.pid, early[1])
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+
+    def launched(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    for args in (["lint", "nb"], ["test", "--no-fork", "nb"], ["test", "--cluster=local:2"]):
+        assert launched(*args) == "none", args
+    pid, workdir = launched("test", "-j", "2", "nb").split()
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == "zombie"
+    assert not Path(workdir).exists()
