@@ -267,6 +267,8 @@ async def async_run_sweep(
                 on_point(result)
 
     try:
+        if isinstance(runner, LocalExecutions):
+            runner.launch()  # adopts the server the command line started, if any
         await runner.start([(notebook, kernel, imports)] * len(points))
         await asyncio.gather(*(one(i, p) for i, p in enumerate(points)))
     finally:
