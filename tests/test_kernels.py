@@ -283,3 +283,28 @@ def test_an_early_server_is_taken_by_the_first_pool_or_killed_on_exit(tmp_path: 
         time.sleep(0.01)
     assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == "zombie"
     assert not Path(workdir).exists()
+
+
+def test_spares_follow_the_planned_notebooks_up_to_one_per_slot(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+
+    async def body(pool: KernelPool) -> None:
+        for _ in range(3):
+            pool.plan(tmp_path, frozenset())
+        pool.plan(other, frozenset())
+        first = await pool.acquire(tmp_path)
+        assert len(pool._spares) == 2  # two more to come here, two slots
+        second = await pool.acquire(tmp_path)
+        assert len(pool._spares) == 1
+        await pool.release(first)
+        third = await pool.acquire(tmp_path)
+        assert pool._spares == []  # none of this kind is to come: no kernel wasted
+        await pool.release(second)
+        await pool.release(third)
+        fourth = await pool.acquire(other)
+        assert pool._spares == []
+        assert await run_code(fourth, "import os; print(os.path.basename(os.getcwd()))") == "other"
+
+    run_with_pool(body, size=2)
+    assert psutil.Process().children(recursive=True) == []

@@ -328,7 +328,7 @@ class _Slot:
 
         pool = await self.pool(job.kernel, job.warm_imports) if job.fork else None
         if pool is not None:
-            pool.plan(cwd, job.imports)
+            pool.plan(cwd, job.imports, expect=False)  # tasks come one at a time
         handle = await pool.acquire(cwd, job.imports) if pool is not None else None
         try:
             return await async_execute_notebook(

@@ -95,9 +95,11 @@ def _is_forkable(argv: list[str]) -> bool:
 class KernelPool:
     """Hand out fresh kernels, at most ``size`` at once, and kill them on release.
 
-    With ``prestart``, each acquire() starts one spare kernel in the same folder, so the next
-    start overlaps this notebook's run. A spare serves only that folder: IPython records the
-    folder it starts in, so a kernel cannot move without leaving a trace. Use the pool from
+    With ``prestart``, each acquire() starts spare kernels in the same folder, so the next
+    starts overlap this notebook's run: as many as :meth:`plan` said notebooks of that kind
+    are still to come, up to ``size`` (one when nothing was planned). A spare serves only that
+    folder: IPython records the folder it starts in, so a kernel cannot move without leaving a
+    trace. Use the pool from
     one event loop (or only through the blocking methods).
 
     With ``warm_imports``, :meth:`plan` starts a *template* fork server per folder and set of
@@ -126,7 +128,8 @@ class KernelPool:
         self._slots = asyncio.Semaphore(size)
         self._held: set[KernelHandle] = set()
         self._live: set[KernelHandle] = set()
-        self._spare: tuple[_Where, asyncio.Future[KernelHandle]] | None = None
+        self._spares: list[tuple[_Where, asyncio.Future[KernelHandle]]] = []
+        self._expected: dict[_Where, int] = {}  # planned kernels not yet acquired
         self._server: ForkServer | None = None
         self._base: asyncio.Future[ForkServer | None] | None = None  # the server, once ready
         self.warm_imports = warm_imports
@@ -195,9 +198,16 @@ class KernelPool:
         if server is not None:
             await asyncio.to_thread(server.close)
 
-    def plan(self, cwd: Path | str, imports: frozenset[str]) -> None:
-        """Start, in the background, a template for kernels in cwd that import these."""
+    def plan(self, cwd: Path | str, imports: frozenset[str], expect: bool = True) -> None:
+        """Start, in the background, a template for kernels in cwd that import these.
+
+        With ``expect``, one more kernel of this kind is to come (spares are made for those);
+        without, the pool keeps one spare of the kind last acquired, for callers that cannot
+        say what comes next.
+        """
         where = (Path(cwd).resolve(), frozenset(imports))
+        if expect:
+            self._expected[where] = self._expected.get(where, 0) + 1
         usable = self._server is not None and self.warm_imports and where[1]
         if not usable or where in self._templates or len(self._templates) >= self.max_templates:
             return
@@ -238,8 +248,9 @@ class KernelPool:
         return await asyncio.shield(self._base) if self._base is not None else None
 
     async def close(self) -> None:
-        """Kill every kernel, the spare too, stop the fork servers, remove temporary files."""
-        await self._drop_spare()
+        """Kill every kernel, the spares too, stop the fork servers, remove temporary files."""
+        while self._spares:
+            await self._drop_spare(self._spares[0])
         for handle in list(self._live):
             await self.release(handle)
         templates = list(self._templates.values())
@@ -287,8 +298,13 @@ class KernelPool:
             raise
         self._held.add(handle)
         handle.startup_seconds = time.perf_counter() - began
-        if self.prestart and self._spare is None:  # else a concurrent acquire() made one
-            self._spare = where, asyncio.ensure_future(self._start_kernel(where))
+        if where in self._expected:
+            self._expected[where] = max(0, self._expected[where] - 1)
+        if self.prestart:
+            # the kernels still to come of this kind, as far as plan() said, up to one per slot
+            wanted = min(self.size, self._expected.get(where, 1))
+            while sum(1 for w, _ in self._spares if w == where) < wanted:
+                self._spares.append((where, asyncio.ensure_future(self._start_kernel(where))))
         return handle
 
     async def release(self, handle: KernelHandle) -> None:
@@ -313,27 +329,26 @@ class KernelPool:
         handle.log_path.unlink(missing_ok=True)
 
     async def _take_spare(self, where: _Where) -> KernelHandle | None:
-        # a loop: while one spare is dropped, a concurrent acquire() may make another
-        while self._spare is not None and self._spare[0] != where:
-            await self._drop_spare()
-        if self._spare is None:
-            return None
-        _, spare = self._spare
-        self._spare = None
-        with contextlib.suppress(KernelError):  # a start that keeps failing fails again below
-            if await (handle := await spare).is_alive():
-                return handle
-            await self.release(handle)
+        # Spares of another kind are dropped: the run has moved on from them. Loops, because
+        # while one spare is dropped, a concurrent acquire() may make another.
+        while other := next((s for s in self._spares if s[0] != where), None):
+            await self._drop_spare(other)
+        while self._spares:
+            _, spare = self._spares.pop(0)
+            with contextlib.suppress(KernelError):  # a start that keeps failing fails below
+                if await (handle := await spare).is_alive():
+                    return handle
+                await self.release(handle)
         return None
 
-    async def _drop_spare(self) -> None:
-        if self._spare is not None:
-            _, spare = self._spare
-            self._spare = None
-            spare.cancel()  # if still starting, it kills its own kernel
-            await asyncio.wait([spare])
-            if not spare.cancelled() and spare.exception() is None:
-                await self.release(spare.result())
+    async def _drop_spare(self, spare: tuple[_Where, asyncio.Future[KernelHandle]]) -> None:
+        if spare in self._spares:
+            self._spares.remove(spare)
+            _, starting = spare
+            starting.cancel()  # if still starting, it kills its own kernel
+            await asyncio.wait([starting])
+            if not starting.cancelled() and starting.exception() is None:
+                await self.release(starting.result())
 
     async def _start_kernel(self, where: _Where) -> KernelHandle:
         assert self._workdir is not None, "KernelPool used before start()"
