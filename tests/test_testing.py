@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -11,7 +14,7 @@ from nbclient import NotebookClient
 
 from nbcd.testing import cache as cache_module
 from nbcd.testing.runner import TestOptions, TestReport, run_tests
-from tests.conftest import NotebookFactory, run_cli
+from tests.conftest import REPO, NotebookFactory, build_notebook, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -269,3 +272,27 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "s.cfg" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unchanged_rerun_is_settled_from_the_cache_without_asyncio(tmp_path: Path) -> None:
+    notebook = tmp_path / "nb.ipynb"
+    nbformat.write(build_notebook("print(6 * 7)"), notebook)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from nbcd.testing.runner import TestOptions, run_tests\n"
+        f"options = TestOptions(mode='run', jobs=1, cache_dir=Path({str(tmp_path / 'cache')!r}))\n"
+        f"report = run_tests([Path({str(notebook)!r})], options)\n"
+        "print(report.outcomes[0].status, 'asyncio' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+    def run() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run() == "passed True"
+    assert run() == "cached False"  # settled before the event loop was needed

@@ -26,7 +26,6 @@ workers within ``timeout`` seconds, a worker with another Python or nbcd at once
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -159,6 +158,8 @@ def _local_client(address: str, timeout: float) -> Iterator[Client]:
 
 @contextlib.contextmanager
 def _remote_client(address: str, timeout: float) -> Iterator[Client]:
+    import asyncio  # here: asyncio takes ~20 ms to import, and resolving an address needs none
+
     _probe(address, timeout)
     from distributed import Client
 
@@ -196,13 +197,19 @@ def _probe(address: str, timeout: float) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, (socket.timeout, TimeoutError, asyncio.TimeoutError)) and not str(exc):
+    # asyncio's TimeoutError (a class of its own before Python 3.11), by name: no asyncio import
+    timeout = (
+        isinstance(exc, (socket.timeout, TimeoutError)) or type(exc).__name__ == "TimeoutError"
+    )
+    if timeout and not str(exc):
         return "timed out"
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return " ".join(str(text).split())  # one line, whatever the library said
 
 
 def _wait_for_workers(client: Client, address: str, timeout: float) -> None:
+    import asyncio
+
     try:
         client.wait_for_workers(1, timeout=timeout)
     except (asyncio.TimeoutError, TimeoutError, OSError):
