@@ -308,3 +308,27 @@ def test_spares_follow_the_planned_notebooks_up_to_one_per_slot(tmp_path: Path) 
 
     run_with_pool(body, size=2)
     assert psutil.Process().children(recursive=True) == []
+
+
+def test_an_adopted_server_is_killed_when_the_kernelspec_cannot_be_forked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from nbcd.execute.prelaunch import launch_server
+
+    monkeypatch.setattr(kernels, "_is_forkable", lambda argv: False)
+    workdir = tmp_path / "pool"
+    workdir.mkdir()
+    launched = launch_server(workdir, os.environ)
+
+    async def main() -> None:
+        pool = KernelPool(prestart=False)
+        pool.adopt(forkserver.ForkServer.adopt(launched), workdir)
+        async with pool:
+            # killed at once, not left to finish importing before it reads its end of file
+            assert launched.proc.returncode == -signal.SIGKILL
+            handle = await pool.acquire(tmp_path)
+            assert not handle.forked
+            assert await run_code(handle, "print(3 * 3)") == "9"
+
+    asyncio.run(main())
+    assert psutil.Process().children(recursive=True) == []

@@ -149,10 +149,16 @@ class ForkServer:
             return self._log_path.read_text(errors="replace")[-1000:]
         return ""
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the server, which kills any kernel still running on its way out."""
+    def close(self, timeout: float = 5.0, kill: bool = False) -> None:
+        """Stop the server, which kills any kernel still running on its way out.
+
+        With ``kill``, for a server that never forked anything, it is killed at once rather
+        than left to finish importing before it reads the end of its socket.
+        """
         with contextlib.suppress(OSError):
             self._channel.shutdown(socket.SHUT_RDWR)  # the server reads its end of file
+        if kill:
+            self._process.kill()
         if not self._process.wait(timeout):
             self._process.kill()
             self._process.wait(timeout)

@@ -157,7 +157,7 @@ class KernelPool:
         try:
             spec = AsyncKernelManager(kernel_name=self.kernel_name).kernel_spec
         except NoSuchKernel:
-            await self._drop_server()
+            await self._drop_server(kill=True)  # adopted, never used
             raise KernelNotFoundError(self.kernel_name) from None
         assert spec is not None
         self._spec = spec
@@ -171,7 +171,7 @@ class KernelPool:
         custom = spec.metadata.get("kernel_provisioner")
         self.forked = self.forked and not custom and _is_forkable(spec.argv)
         if not self.forked:
-            await self._drop_server()
+            await self._drop_server(kill=True)  # adopted, never used
             return
         try:
             self._server = self._server or ForkServer.launch(
@@ -193,10 +193,10 @@ class KernelPool:
             return None
         return server
 
-    async def _drop_server(self) -> None:
+    async def _drop_server(self, kill: bool = False) -> None:
         server, self._server = self._server, None
         if server is not None:
-            await asyncio.to_thread(server.close)
+            await asyncio.to_thread(server.close, kill=kill)
 
     def plan(self, cwd: Path | str, imports: frozenset[str], expect: bool = True) -> None:
         """Start, in the background, a template for kernels in cwd that import these.
