@@ -337,10 +337,8 @@ class _Slot:
                 kernel_name=job.kernel,
                 timeout=job.timeout,
                 allow_errors=job.allow_errors,
-                km=handle.km if handle else None,
-                kc=handle.kc if handle else None,
+                kernel=handle,
                 record_inputs=job.record_inputs,
-                kernel_info=handle.kernel_info if handle else None,
             )
         finally:
             if pool is not None and handle is not None:

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-
-from nbcd.errors import KernelError
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -114,16 +111,11 @@ class LocalExecutions:
         """
         if not self.fork or self._early is not None or self._pool is not None:
             return
-        from nbcd.execute.prelaunch import launch_server, take_early
+        from nbcd.execute.prelaunch import launch_in_new_folder, take_early
 
         self._early = take_early()
-        if self._early is not None or not hasattr(os, "fork"):
-            return
-        workdir = Path(tempfile.mkdtemp(prefix="nbcd-kernels-"))
-        try:
-            self._early = launch_server(workdir, os.environ), workdir
-        except KernelError:  # start() launches again, and says why it cannot
-            shutil.rmtree(workdir, ignore_errors=True)
+        if self._early is None and hasattr(os, "fork"):
+            self._early = launch_in_new_folder()
 
     async def start(self, plans: Sequence[Plan]) -> None:
         """Start the pool and, in the background, templates for the notebooks' imports."""
@@ -167,10 +159,8 @@ class LocalExecutions:
                 timeout=request.timeout,
                 allow_errors=request.allow_errors,
                 on_progress=request.on_progress,
-                km=handle.km if handle else None,
-                kc=handle.kc if handle else None,
+                kernel=handle,
                 record_inputs=request.record_inputs,
-                kernel_info=handle.kernel_info if handle else None,
             )
         finally:
             if handle is not None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import nbformat
 from jupyter_client.kernelspec import NoSuchKernel
@@ -35,6 +35,9 @@ from nbcd.errors import (
 )
 from nbcd.execute.recorder import INSTALL, REPORT, RecordedInputs, parse_report
 from nbcd.notebook import source_excerpt
+
+if TYPE_CHECKING:
+    from nbcd.execute.kernels import KernelHandle
 
 __all__ = ["CellFailure", "ExecutionResult", "async_execute_notebook", "execute_notebook"]
 
@@ -93,16 +96,15 @@ async def async_execute_notebook(
     env: dict[str, str] | None = None,
     allow_errors: bool = False,
     on_progress: ProgressCallback | None = None,
-    km: Any = None,
-    kc: Any = None,
+    kernel: KernelHandle | None = None,
     record_inputs: bool = False,
-    kernel_info: dict[str, Any] | None = None,
 ) -> ExecutionResult:
     """Execute a copy of nb in a fresh kernel whose working folder is cwd.
 
-    With ``record_inputs`` the result says which files, folders and local modules the
-    notebook used (nbcd.execute.recorder). ``kernel_info`` is the content of the kernel's
-    kernel_info reply when the caller has it already (a pool's ready check asked for it).
+    ``kernel`` is a started, ready kernel from a pool (nbcd.execute.kernels), which stays the
+    pool's to stop; without one, a kernel of ``kernel_name`` starts here. With
+    ``record_inputs`` the result says which files, folders and local modules the notebook
+    used (nbcd.execute.recorder).
     """
     nb = nbformat.from_dict(nb)  # the caller's notebook is never changed
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
@@ -119,7 +121,7 @@ async def async_execute_notebook(
 
     client = NotebookClient(
         nb,
-        km=km,
+        km=kernel.km if kernel is not None else None,
         # nbclient takes whole seconds
         timeout=None if timeout is None else max(1, math.ceil(timeout)),
         kernel_name=kernel_name,
@@ -130,8 +132,8 @@ async def async_execute_notebook(
         # a failing run should end fast; the kernel holds no state anyone will reuse
         shutdown_kernel="immediate",
     )
-    if kc is not None:
-        client.kc = kc  # a started, ready client from a kernel pool: no second ready check
+    if kernel is not None:
+        client.kc = kernel.kc  # started and ready: no second ready check
     start_kwargs: dict[str, Any] = {}
     if env:
         start_kwargs["env"] = {**os.environ, **env}
@@ -139,12 +141,14 @@ async def async_execute_notebook(
     # the kernel process's own stderr holds start-up chatter (ipykernel warns about TCP on
     # every start); keep it aside and show it only when the kernel fails
     with tempfile.TemporaryFile(mode="w+b") as kernel_log:
-        if km is None:
+        if kernel is None:
             start_kwargs["stderr"] = kernel_log
         started = time.perf_counter()
         recorded: RecordedInputs | None = None
         try:
-            recorded = await _execute_cells(client, start_kwargs, record_inputs, kernel_info)
+            # the pool's ready check asked for kernel_info already: its reply is reused
+            info = kernel.kernel_info if kernel is not None else None
+            recorded = await _execute_cells(client, start_kwargs, record_inputs, info)
         except NoSuchKernel:
             raise KernelNotFoundError(kernel_name) from None
         except NbclientTimeout:

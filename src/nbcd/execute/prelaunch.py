@@ -27,7 +27,7 @@ from pathlib import Path
 from nbcd.errors import KernelError
 from nbcd.execute.forkserver_main import AVOID, PRELOAD
 
-__all__ = ["LaunchedServer", "launch_early", "launch_server", "take_early"]
+__all__ = ["LaunchedServer", "launch_early", "launch_in_new_folder", "launch_server", "take_early"]
 
 PROGRAM = Path(__file__).with_name("forkserver_main.py")
 # the commands that run kernels here, and the options that say they will not fork them
@@ -98,13 +98,22 @@ def launch_early(args: Sequence[str]) -> None:
         return
     if any(a.partition("=")[0] in _NO_SERVER_OPTIONS for a in args):
         return
+    _early = launch_in_new_folder()
+    if _early is not None:
+        atexit.register(_discard_early)
+
+
+def launch_in_new_folder() -> tuple[LaunchedServer, Path] | None:
+    """A server for this process's environment, in a new pool folder; None if it cannot start.
+
+    Best effort: the pool launches again when it starts, and says why it cannot.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="nbcd-kernels-"))
     try:
-        _early = launch_server(workdir, os.environ), workdir
+        return launch_server(workdir, os.environ), workdir
     except KernelError:
         shutil.rmtree(workdir, ignore_errors=True)
-        return
-    atexit.register(_discard_early)
+        return None
 
 
 def take_early() -> tuple[LaunchedServer, Path] | None:
