@@ -332,3 +332,79 @@ def test_an_adopted_server_is_killed_when_the_kernelspec_cannot_be_forked(
 
     asyncio.run(main())
     assert psutil.Process().children(recursive=True) == []
+
+
+# What a kernel's shell must look like however it was made; and whether it was made before the
+# fork: what the server made (before freezing its heap) is not among the objects gc tracks.
+SHELL_CHECK = """\
+import builtins, gc, os, pathlib, sys
+ip = get_ipython()
+made_before_fork = not any(o is ip for o in gc.get_objects())
+print(made_before_fork, ip.kernel is ip.parent is not None, ip.log is ip.kernel.log,
+      ip.starting_dir == os.getcwd(), ip.history_manager.dir_hist == [pathlib.Path.cwd()],
+      sys.modules['__main__'] is ip.user_module, builtins.__IPYTHON__, os.environ['PAGER'],
+      os.environ.get('NBCD_PROBE'))
+"""
+
+
+def test_kernels_take_the_shell_their_server_made_unless_their_environment_differs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async def body(pool: KernelPool) -> None:
+        made = await pool.acquire(tmp_path)
+        assert await run_code(made, SHELL_CHECK) == "True True True True True True True cat None"
+        await run_code(made, "x = 1")  # its own, not the next kernel's
+        await pool.release(made)
+        second = await pool.acquire(tmp_path)
+        assert (await run_code(second, SHELL_CHECK)).startswith("True ")
+        assert await run_code(second, "print('x' in dir(), len(In))") == "False 3"
+        await pool.release(second)
+        # a kernel whose environment is not its server's makes its own shell, as configured
+        monkeypatch.setenv("NBCD_PROBE", "other")
+        own = await pool.acquire(tmp_path)
+        check = await run_code(own, SHELL_CHECK)
+        assert check == "False True True True True True True cat other"
+
+    run_with_pool(body, prestart=False)
+
+
+def test_a_template_imports_without_a_shell_and_its_kernels_take_its_own(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    (library / "shell_probe.py").write_text(
+        "import builtins, os, sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "IMPORTED_IN = os.getpid()\n"
+        "SEEN = (InteractiveShell.initialized(), hasattr(builtins, '__IPYTHON__'),\n"
+        "        type(sys.modules['__main__']).__name__)\n"
+    )
+
+    async def body(pool: KernelPool) -> None:
+        pool.plan(tmp_path, frozenset({"shell_probe"}))
+        handle = await pool.acquire(tmp_path, frozenset({"shell_probe"}))
+        code = "import os, shell_probe as p; print(p.IMPORTED_IN != os.getpid(), p.SEEN)"
+        # imported by the template, which had put away the shell it inherited from the base
+        assert await run_code(handle, code) == "True (False, False, 'module')"
+        check = await run_code(handle, SHELL_CHECK)
+        assert check == "True True True True True True True cat None"
+
+    run_with_pool(body, prestart=False, env={"PYTHONPATH": str(library)})
+
+
+def test_the_shell_made_before_the_fork_follows_the_profiles_configuration(
+    tmp_path: Path,
+) -> None:
+    profile = tmp_path / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_kernel_config.py").write_text(
+        "c.InteractiveShell.ast_node_interactivity = 'all'\n"
+        "c.IPKernelApp.exec_lines = ['configured = 7']\n"
+    )
+
+    async def body(pool: KernelPool) -> None:
+        handle = await pool.acquire(tmp_path)
+        assert (await run_code(handle, SHELL_CHECK)).startswith("True ")
+        code = "print(get_ipython().ast_node_interactivity, configured)"
+        assert await run_code(handle, code) == "all 7"
+
+    run_with_pool(body, prestart=False, env={"IPYTHONDIR": str(tmp_path / "ipython")})

@@ -54,7 +54,7 @@ def test_warm_kernels_do_not_share_random_state(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_suite_and_compat_notebooks_get_the_same_verdicts_warm_or_not(tmp_path: Path) -> None:
+def test_suite_and_compat_notebooks_judge_alike_warm_forked_or_plain(tmp_path: Path) -> None:
     suite = tmp_path / "suite"
     generator = REPO / "bench" / "make_suite.py"
     if not generator.exists():
@@ -65,9 +65,12 @@ def test_suite_and_compat_notebooks_get_the_same_verdicts_warm_or_not(tmp_path: 
     store(compat)
     notebooks = sorted(suite.glob("*.ipynb")) + sorted(compat.glob("*.ipynb"))
     verdicts = {}
-    for warm in (True, False):
-        report = run_tests(notebooks, TestOptions(jobs=2, cache=False, warm_imports=warm))
-        verdicts[warm] = {o.path.name: (o.status, o.message) for o in report.outcomes}
-    assert verdicts[True] == verdicts[False]
-    suite_verdicts = [v for name, v in verdicts[True].items() if (suite / name).exists()]
+    # forked from templates, forked from the base server (both taking a shell made before the
+    # fork), and started the ordinary way
+    for warm, fork in ((True, True), (False, True), (False, False)):
+        options = TestOptions(jobs=2, cache=False, warm_imports=warm, fork=fork)
+        report = run_tests(notebooks, options)
+        verdicts[warm, fork] = {o.path.name: (o.status, o.message) for o in report.outcomes}
+    assert verdicts[True, True] == verdicts[False, True] == verdicts[False, False]
+    suite_verdicts = [v for name, v in verdicts[True, True].items() if (suite / name).exists()]
     assert [status for status, _ in suite_verdicts] == ["passed"] * 12

@@ -39,6 +39,11 @@ AVOID = frozenset(
      "tensorflow", "jax", "dask", "distributed", "ray", "pyspark", "IPython",
      "matplotlib_inline"}
 )  # fmt: skip
+# What making a kernel's shell adds to builtins (besides sys.modules["__main__"] and the
+# singleton): a template takes them away again while it imports the notebooks' libraries.
+SHELL_BUILTINS = ("__IPYTHON__", "display")
+# Variables set per kernel, which nothing that makes a shell reads.
+PER_KERNEL_ENV = frozenset({"JPY_PARENT_PID", "JPY_SESSION_NAME"})
 
 
 def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> None:
@@ -54,6 +59,7 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
     import atexit
     import builtins
     import contextlib
+    import datetime
     import gc
     import importlib
     import json
@@ -65,15 +71,19 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
     import sys
     import threading
     import traceback
+    from pathlib import Path
 
     if os.path.realpath(sys.path[0]) == os.path.realpath(os.path.dirname(sys.argv[0])):
         del sys.path[0]  # the script's folder, like the cwd `python -m ipykernel_launcher` drops
     # No collections while importing (they find little and cost ~10% of an import), and in
     # the server itself; each child collects again, with what the server imported frozen.
     gc.disable()
+    start_env = dict(os.environ)
     for name in preload:
         with contextlib.suppress(Exception):  # a module that fails to import only costs warmth
             importlib.import_module(name)
+    # Variables set by those imports (pydevd sets some), which a kernel would set itself.
+    preload_env = {k: v for k, v in os.environ.items() if start_env.get(k) != v}
     preloaded = set(sys.modules)  # what a template's warm imports add starts here
 
     class KernelStandIn:
@@ -86,6 +96,143 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
 
         def __getattr__(self, name: str) -> Any:
             raise AttributeError(name)
+
+    class PreparedShell:
+        """A kernel's IPython shell, made before forking, and what it was made from."""
+
+        def __init__(
+            self, shell: Any, app: Any, env: dict[str, str], main_module: Any, builtins: dict
+        ) -> None:
+            self.shell = shell
+            self.config = app.config  # with what the profile's configuration files gave
+            self.profile_dir = app.profile_dir
+            self.env = env  # the environment it was made in
+            self.main_module = main_module  # what sys.modules["__main__"] was before
+            self.builtins = builtins  # what SHELL_BUILTINS were before
+
+    def memory_history() -> Any:
+        from traitlets.config import Config
+
+        config = Config()
+        # history in memory: a test run neither waits on nor writes to the user's ~/.ipython
+        # history database
+        config.HistoryManager.hist_file = ":memory:"
+        return config
+
+    def standard_kernel(app: Any) -> bool:
+        """Whether app makes the kernel and shell that make_shell() makes."""
+        from ipykernel.ipkernel import IPythonKernel
+
+        sections = [app.config.get(name) or {} for name in ("Kernel", "IPythonKernel")]
+        classes = ("shell_class", "compiler_class")
+        chosen = any(key in section for section in sections for key in classes)
+        return app.kernel_class is IPythonKernel and app.user_ns is None and not chosen
+
+    def make_shell() -> PreparedShell | None:
+        """The shell a kernel of this server would make, made once here instead of per kernel.
+
+        It is what a third of a kernel's start went to (the shell's prefilters, magics,
+        completer, history and display machinery: ~7 ms of CPU and ~600 copy-on-write page
+        faults a kernel). It is made as the kernel would make it, from the profile and
+        configuration files this environment leads to, and holds no user state: no code has
+        run in it. A kernel adopts it only when its own environment is this one (see
+        adopt_shell); anything that goes wrong here only costs that saving.
+        """
+        main_module = sys.modules.get("__main__")
+        names = builtins.__dict__
+        builtins_before = {k: names[k] for k in SHELL_BUILTINS if k in names}
+        env = dict(os.environ)
+        shell = None
+        try:
+            from ipykernel.ipkernel import IPythonKernel
+            from ipykernel.kernelapp import IPKernelApp
+
+            probe = IPKernelApp()  # not the singleton: each kernel makes its own application
+            probe.update_config(memory_history())
+            probe.init_profile_dir()
+            probe.init_config_files()
+            probe.load_config_file()
+            if not standard_kernel(probe):
+                return None
+            traits = IPythonKernel.class_traits()
+            shell = traits["shell_class"].default_value.instance(
+                config=probe.config,
+                profile_dir=probe.profile_dir,
+                user_module=None,
+                user_ns=None,
+                compiler_class=traits["compiler_class"].default_value,
+            )
+            autorestore = (probe.config.get("StoreMagics") or {}).get("autorestore")
+            if "storemagic" in probe.default_extensions and not autorestore:
+                shell.extension_manager.load_extension("storemagic")  # what every kernel loads
+            if threading.active_count() > 1:
+                raise RuntimeError(f"making a shell started threads: {threading.enumerate()}")
+            return PreparedShell(shell, probe, env, main_module, builtins_before)
+        except Exception:
+            traceback.print_exc()
+            unmake_shell(shell, main_module, builtins_before)
+            return None
+        finally:
+            os.environ.clear()
+            os.environ.update(env)  # the shell set TERM, PAGER and more: a kernel does so again
+
+    def unmake_shell(shell: Any, main_module: Any, builtins_before: dict[str, Any]) -> None:
+        """Undo making shell (None: it was not made): the process is as it was before."""
+        if shell is not None:
+            type(shell).clear_instance()
+            atexit.unregister(shell.atexit_operations)
+        sys.modules["__main__"] = main_module
+        for name in SHELL_BUILTINS:
+            builtins.__dict__.pop(name, None)
+        builtins.__dict__.update(builtins_before)
+
+    def drop_shell(prepared: PreparedShell) -> None:
+        """Undo make_shell(), for a kernel to make its own shell or a template to import."""
+        unmake_shell(prepared.shell, prepared.main_module, prepared.builtins)
+
+    def adopt_shell(app: Any, prepared: PreparedShell) -> None:
+        """Have app's kernel take the prepared shell, and app its configuration, as made here.
+
+        Called in the kernel, before app.initialize(), once the kernel's environment and folder
+        are set. What making the shell would have read from the process that is not the
+        same as in the server (the folder, the environment it sets, the standard streams, the
+        application's logger) is set again.
+        """
+        from traitlets.config import LoggingConfigurable
+
+        app.profile_dir = prepared.profile_dir  # found by the server, in this environment
+        app.init_config_files = lambda: None
+        app.load_config_file = lambda *args, **kwargs: app.update_config(prepared.config)
+        make_kernel = app.init_kernel
+
+        def init_kernel() -> None:
+            if not standard_kernel(app):  # another kernel or shell class: it makes its own
+                drop_shell(prepared)
+                return make_kernel()
+            shell = prepared.shell
+            shell.init_environment()
+            shell.starting_dir = os.getcwd()
+            sys.modules["__main__"] = prepared.main_module
+            shell.save_sys_module_state()  # this process's streams and excepthook
+            shell.init_sys_modules()
+            parts = [shell, *shell.configurables]
+            make_kernel()  # IPythonKernel gets the shell from shell_class.instance()
+            kernel = app.kernel
+            shell.kernel = kernel
+            shell.parent = kernel
+            for part in parts:
+                if isinstance(part, LoggingConfigurable):
+                    part.log = kernel.log
+            history = shell.history_manager
+            history.dir_hist[:] = [Path.cwd()]
+            if history.enabled and history.session_number:
+                with history.db:
+                    history.db.execute(
+                        "UPDATE sessions SET start=? WHERE session==?",
+                        (datetime.datetime.now().isoformat(" "), history.session_number),
+                    )
+
+        app.init_kernel = init_kernel
 
     def warm_up(warm: list[str]) -> tuple[dict[str, str], str | None]:
         """Import the notebooks' libraries: the variables they set, and what makes it unusable."""
@@ -104,6 +251,10 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
         # Variables set by those imports (debugpy sets some), which a kernel would set itself.
         import_env = {k: v for k, v in os.environ.items() if start_env.get(k) != v}
         import_env.pop("MPLBACKEND", None)  # the kernel sets it again, or the user's wins
+        # as it was, as the kernels' environment will be (the server's shell is made in it)
+        os.environ.pop("MPLBACKEND", None)
+        if "MPLBACKEND" in start_env:
+            os.environ["MPLBACKEND"] = start_env["MPLBACKEND"]
         if threading.active_count() > 1:  # forking a threaded process can deadlock the child
             return import_env, f"warm imports started threads: {threading.enumerate()}"
         if failed:  # half-imported packages would make kernels unlike fresh ones
@@ -128,7 +279,9 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
         os.dup2(log, 2)
         os.close(log)
 
-    def run_kernel(request: dict[str, Any], import_env: dict[str, str]) -> None:
+    def run_kernel(
+        request: dict[str, Any], import_env: dict[str, str], prepared: PreparedShell | None
+    ) -> None:
         # After leave_server(), what `python -m ipykernel_launcher` does.
         code: object = 1
         try:
@@ -147,25 +300,30 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
             # the server's script stays on the kernel's stack; the input recorder (nbcd's
             # cache) must not count it as something the notebook read
             sys._nbcd_launcher = os.path.abspath(sys.argv[0])  # type: ignore[attr-defined]
-            # history in memory: a test run neither waits on nor writes to the user's
-            # ~/.ipython history database
             arguments = request["argv"][3:]
             sys.argv = [launcher, *arguments, "--HistoryManager.hist_file=:memory:"]
             from ipykernel import kernelapp
-            from traitlets.config import Config
 
             # parent_handle defaults to $JPY_PARENT_PID as read at import, in the server: pass
             # it, so the kernel exits when the server does, as a kernel exits with its parent.
             app = kernelapp.IPKernelApp.instance(parent_handle=os.getppid())
-            if len(arguments) == 2 and arguments[0] == "-f":
+            standard = len(arguments) == 2 and arguments[0] == "-f"
+            if standard:
                 # The standard kernelspec's only argument, given as the configuration it
                 # parses to: traitlets builds an argparse parser of every option of every
                 # class to read it (~5 ms of a kernel's ~40 ms start).
-                config = Config()
+                config = memory_history()
                 config.IPKernelApp.connection_file = arguments[1]
-                config.HistoryManager.hist_file = ":memory:"
                 app.update_config(config)
                 app.parse_command_line = lambda argv=None: None  # type: ignore[method-assign]
+            if prepared is not None:
+                env = {k: v for k, v in os.environ.items() if k not in PER_KERNEL_ENV}
+                if standard and env == {
+                    k: v for k, v in prepared.env.items() if k not in PER_KERNEL_ENV
+                }:
+                    adopt_shell(app, prepared)
+                else:
+                    drop_shell(prepared)
             app.initialize()
             app.start()
             code = 0
@@ -179,16 +337,24 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
             sys.stderr.flush()
             os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
-    def run_template(request: dict[str, Any], channel_fd: int) -> None:
+    def run_template(
+        request: dict[str, Any],
+        channel_fd: int,
+        import_env: dict[str, str],
+        inherited: PreparedShell | None,
+    ) -> None:
         # After leave_server(): become a server that has imported the notebooks' libraries.
         try:
+            if inherited is not None:  # the libraries import as before any shell; it makes its own
+                drop_shell(inherited)
             os.dup2(channel_fd, 0)
             os.close(channel_fd)
             redirect_output(request["log"])
             os.chdir(request["cwd"])
             os.environ.clear()
-            os.environ.update(request["env"])
-            serve(*warm_up(request["warm"]), template=True)
+            os.environ.update(request["env"], **import_env)
+            warm_env, unusable = warm_up(request["warm"])
+            serve({**import_env, **warm_env}, unusable, template=True)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -213,6 +379,7 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         children: set[int] = set()
+        prepared = make_shell()
         # What is imported now lives as long as any kernel: frozen, a kernel's collections
         # skip it, so they neither spend time on it nor copy its memory (copy-on-write pages
         # that a collection would touch).
@@ -249,8 +416,8 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
                             leave_server(channel, (wake_r, wake_w))
                             if ours is not None and theirs is not None:
                                 os.close(ours.detach())
-                                run_template(request, theirs.detach())
-                            run_kernel(request, import_env)
+                                run_template(request, theirs.detach(), import_env, prepared)
+                            run_kernel(request, import_env, prepared)
                         children.add(pid)
                         if ours is not None and theirs is not None:
                             theirs.close()
@@ -271,7 +438,7 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
             sys.stderr.flush()
             os._exit(0)
 
-    serve({}, None, template=False)
+    serve(preload_env, None, template=False)
 
 
 if __name__ == "__main__":
