@@ -30,6 +30,7 @@ PRELOAD = (
     *("IPython.core.completerlib", "IPython.core.debugger", "IPython.extensions.storemagic"),
     *("IPython.core.oinspect", "IPython.utils.wildcard"),  # imported by the shell's set-up
     *("jupyter_client.session", "psutil", "sqlite3", "tornado.platform.asyncio", "tornado.queues"),
+    "faulthandler",
 )
 # Libraries that do more than ask "am I in a Jupyter kernel?" when imported (register
 # display hooks, widgets, comms, start GPU or scheduler threads): imported in the kernel only,
@@ -59,6 +60,7 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
     import atexit
     import builtins
     import contextlib
+    import copy
     import datetime
     import gc
     import importlib
@@ -101,11 +103,17 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
         """A kernel's IPython shell, made before forking, and what it was made from."""
 
         def __init__(
-            self, shell: Any, app: Any, env: dict[str, str], main_module: Any, builtins: dict
+            self,
+            shell: Any,
+            config: Any,
+            profile_dir: Any,
+            env: dict[str, str],
+            main_module: Any,
+            builtins: dict[str, Any],
         ) -> None:
             self.shell = shell
-            self.config = app.config  # with what the profile's configuration files gave
-            self.profile_dir = app.profile_dir
+            self.config = config  # what the profile's configuration files gave
+            self.profile_dir = profile_dir
             self.env = env  # the environment it was made in
             self.main_module = main_module  # what sys.modules["__main__"] was before
             self.builtins = builtins  # what SHELL_BUILTINS were before
@@ -154,6 +162,8 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
             probe.load_config_file()
             if not standard_kernel(probe):
                 return None
+            # as read from the files: the shell adds to its configuration object
+            file_config = copy.deepcopy(probe.config)
             traits = IPythonKernel.class_traits()
             shell = traits["shell_class"].default_value.instance(
                 config=probe.config,
@@ -167,7 +177,9 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
                 shell.extension_manager.load_extension("storemagic")  # what every kernel loads
             if threading.active_count() > 1:
                 raise RuntimeError(f"making a shell started threads: {threading.enumerate()}")
-            return PreparedShell(shell, probe, env, main_module, builtins_before)
+            return PreparedShell(
+                shell, file_config, probe.profile_dir, env, main_module, builtins_before
+            )
         except Exception:
             traceback.print_exc()
             unmake_shell(shell, main_module, builtins_before)
@@ -220,6 +232,7 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
             kernel = app.kernel
             shell.kernel = kernel
             shell.parent = kernel
+            shell.config = app.config  # the same object, as the kernel's shell would have it
             for part in parts:
                 if isinstance(part, LoggingConfigurable):
                     part.log = kernel.log
