@@ -224,6 +224,13 @@ def _settle(future: Future[Any], result: object) -> bool:
 
 
 def kill_group(pid: int, signum: int) -> None:
-    """Signal a process group, which may be gone already."""
-    with contextlib.suppress(ProcessLookupError):  # already gone
+    """Signal the process group pid leads, which may be gone already.
+
+    A child the server has just forked may not have made its own group yet (nor started
+    anything that would be in it): then the process alone is signalled.
+    """
+    try:
         os.killpg(pid, signum)
+    except ProcessLookupError:  # gone, or not a group yet
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)

@@ -440,8 +440,11 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
                             reply({"pid": pid})
         finally:
             for pid in children:
-                with contextlib.suppress(OSError):
+                try:
                     os.killpg(pid, signal.SIGKILL)
+                except OSError:  # a child just forked may not have made its own group yet
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
             if not template:
                 # if the pool was killed, no one else will remove the server's folder
