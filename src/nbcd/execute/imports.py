@@ -38,6 +38,8 @@ def notebook_imports(nb: Any) -> frozenset[str]:
 
 
 def _imports_of(source: str) -> set[str]:
+    if "import" not in source:  # most cells: no need to parse them
+        return set()
     # IPython syntax (magics, shell escapes) is not Python: blank those lines out
     lines = [
         "" if line.lstrip().startswith(("%", "!", "?")) else line for line in source.splitlines()
