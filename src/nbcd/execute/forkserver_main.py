@@ -13,6 +13,9 @@ its own with the reply. It answers one JSON line per event: ``{"ready": pid}`` o
 ``{"pid": pid}`` or ``{"error": message}`` per request, in order, and ``{"exit": pid,
 "status": code}`` whenever a child ends. Requests may be sent before the server is ready: they
 wait in the socket.
+
+Every server makes a kernel's IPython shell once, when the first kernel is asked for; a kernel
+whose environment is the server's takes that shell instead of making its own.
 """
 
 from __future__ import annotations
@@ -392,12 +395,15 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         children: set[int] = set()
-        prepared = make_shell()
         # What is imported now lives as long as any kernel: frozen, a kernel's collections
         # skip it, so they neither spend time on it nor copy its memory (copy-on-write pages
         # that a collection would touch).
         gc.freeze()
         reply({"ready": os.getpid()})
+        # Made when the first kernel is asked for: templates, asked for first, do not wait for
+        # it (nor take it: they make their own).
+        prepared: PreparedShell | None = None
+        shell_made = False
         pending = b""
         try:
             while True:
@@ -416,6 +422,9 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
                     *lines, pending = (pending + chunk).split(b"\n")
                     for line in lines:
                         request = json.loads(line)
+                        if "warm" not in request and not shell_made:
+                            prepared, shell_made = make_shell(), True
+                            gc.freeze()  # the shell too
                         ours, theirs = socket.socketpair() if "warm" in request else (None, None)
                         try:
                             pid = os.fork()
