@@ -32,6 +32,7 @@ PRELOAD = (
     *("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger"),
     *("IPython.core.completerlib", "IPython.core.debugger", "IPython.extensions.storemagic"),
     *("IPython.core.oinspect", "IPython.utils.wildcard"),  # imported by the shell's set-up
+    "IPython.core.logger",  # imported by the first cell run
     *("jupyter_client.session", "psutil", "sqlite3", "tornado.platform.asyncio", "tornado.queues"),
     "faulthandler",
 )
