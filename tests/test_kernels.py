@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -408,3 +409,36 @@ def test_the_shell_made_before_the_fork_follows_the_profiles_configuration(
         assert await run_code(handle, code) == "all 7"
 
     run_with_pool(body, prestart=False, env={"IPYTHONDIR": str(tmp_path / "ipython")})
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_when_the_pool_goes_while_kernels_are_being_forked_then_the_server_kills_them_all(
+    attempt: int, tmp_path: Path
+) -> None:
+    # Kernels asked for and the pool's end closed at once: the server forks them and then
+    # reads its end of file while the newest may not have made its own process group yet (a
+    # race: each attempt may catch it).
+    from nbcd.execute.prelaunch import launch_server
+
+    launched = launch_server(tmp_path, os.environ)
+    launcher = [sys.executable, "-m", "ipykernel_launcher", "-f"]
+    for number in range(12):
+        request = {
+            "argv": [*launcher, str(tmp_path / f"kernel-{number}.json")],
+            "cwd": str(tmp_path),
+            "env": dict(os.environ),
+            "log": str(tmp_path / f"kernel-{number}.log"),
+        }
+        launched.channel.sendall(json.dumps(request).encode() + b"\n")
+    server = psutil.Process(launched.proc.pid)
+    deadline = time.monotonic() + 20
+    while not server.children() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    launched.channel.close()
+    launched.proc.wait(timeout=20)  # not left waiting for a child it failed to kill
+    folder = str(launched.log_path.parent)
+    while left := [
+        p for p in psutil.process_iter(["cmdline"]) if folder in " ".join(p.info["cmdline"] or [])
+    ]:
+        assert time.monotonic() < deadline, f"left running: {left}"
+        time.sleep(0.05)
