@@ -179,6 +179,11 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
             autorestore = (probe.config.get("StoreMagics") or {}).get("autorestore")
             if "storemagic" in probe.default_extensions and not autorestore:
                 shell.extension_manager.load_extension("storemagic")  # what every kernel loads
+            # What every kernel's first cell made lazily: the tokenizer's and the input
+            # transformers' compiled patterns, the display formatters. Neither call runs code
+            # or keeps any: they transform a line of text and format a number.
+            shell.transform_cell("x = 1\n")
+            shell.display_formatter.format(1)
             if threading.active_count() > 1:
                 raise RuntimeError(f"making a shell started threads: {threading.enumerate()}")
             return PreparedShell(
