@@ -16,7 +16,6 @@ concurrently from one event loop.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +173,6 @@ class LocalExecutions:
             await pool.__aexit__(None, None, None)
         early, self._early = self._early, None
         if early is not None:  # launched, never started
-            launched, workdir = early
-            launched.discard()
-            shutil.rmtree(workdir, ignore_errors=True)
+            from nbcd.execute.prelaunch import discard
+
+            discard(early)

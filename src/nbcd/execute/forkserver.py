@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nbcd.errors import KernelError
-from nbcd.execute.prelaunch import LaunchedServer, launch_server
+from nbcd.execute.prelaunch import LaunchedServer, kill_group, launch_server
 
 __all__ = ["POLL_S", "ForkServer", "kill_group"]
 
@@ -221,16 +221,3 @@ def _settle(future: Future[Any], result: object) -> bool:
     except InvalidStateError:
         return False
     return True
-
-
-def kill_group(pid: int, signum: int) -> None:
-    """Signal the process group pid leads, which may be gone already.
-
-    A child the server has just forked may not have made its own group yet (nor started
-    anything that would be in it): then the process alone is signalled.
-    """
-    try:
-        os.killpg(pid, signum)
-    except ProcessLookupError:  # gone, or not a group yet
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)

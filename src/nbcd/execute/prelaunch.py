@@ -27,7 +27,15 @@ from pathlib import Path
 from nbcd.errors import KernelError
 from nbcd.execute.forkserver_main import AVOID, PRELOAD
 
-__all__ = ["LaunchedServer", "launch_early", "launch_in_new_folder", "launch_server", "take_early"]
+__all__ = [
+    "LaunchedServer",
+    "discard",
+    "kill_group",
+    "launch_early",
+    "launch_in_new_folder",
+    "launch_server",
+    "take_early",
+]
 
 PROGRAM = Path(__file__).with_name("forkserver_main.py")
 # the commands that run kernels here, and the options that say they will not fork them
@@ -45,8 +53,7 @@ class LaunchedServer:
 
     def discard(self) -> None:
         """Kill it without waiting: nothing it did is wanted."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        kill_group(self.proc.pid, signal.SIGKILL)
         self.channel.close()
 
 
@@ -123,8 +130,26 @@ def take_early() -> tuple[LaunchedServer, Path] | None:
     return early
 
 
+def discard(launched: tuple[LaunchedServer, Path]) -> None:
+    """Kill a server no pool took, and remove its pool folder."""
+    server, workdir = launched
+    server.discard()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _discard_early() -> None:
     if (early := take_early()) is not None:
-        server, workdir = early
-        server.discard()
-        shutil.rmtree(workdir, ignore_errors=True)
+        discard(early)
+
+
+def kill_group(pid: int, signum: int) -> None:
+    """Signal the process group pid leads, which may be gone already.
+
+    A child the server has just forked may not have made its own group yet (nor started
+    anything that would be in it): then the process alone is signalled.
+    """
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:  # gone, or not a group yet
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
