@@ -118,7 +118,7 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
             self.shell = shell
             self.config = config  # what the profile's configuration files gave
             self.profile_dir = profile_dir
-            self.env = env  # the environment it was made in
+            self.env = env  # the environment it was made in, but for PER_KERNEL_ENV
             self.main_module = main_module  # what sys.modules["__main__"] was before
             self.builtins = builtins  # what SHELL_BUILTINS were before
 
@@ -155,6 +155,7 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
         builtins_before = {k: names[k] for k in SHELL_BUILTINS if k in names}
         env = dict(os.environ)
         shell = None
+        shell_env = {k: v for k, v in env.items() if k not in PER_KERNEL_ENV}
         try:
             from ipykernel.ipkernel import IPythonKernel
             from ipykernel.kernelapp import IPKernelApp
@@ -187,7 +188,7 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
             if threading.active_count() > 1:
                 raise RuntimeError(f"making a shell started threads: {threading.enumerate()}")
             return PreparedShell(
-                shell, file_config, probe.profile_dir, env, main_module, builtins_before
+                shell, file_config, probe.profile_dir, shell_env, main_module, builtins_before
             )
         except Exception:
             traceback.print_exc()
@@ -340,9 +341,7 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
                 app.parse_command_line = lambda argv=None: None  # type: ignore[method-assign]
             if prepared is not None:
                 env = {k: v for k, v in os.environ.items() if k not in PER_KERNEL_ENV}
-                if standard and env == {
-                    k: v for k, v in prepared.env.items() if k not in PER_KERNEL_ENV
-                }:
+                if standard and env == prepared.env:
                     adopt_shell(app, prepared)
                 else:
                     drop_shell(prepared)
@@ -457,7 +456,7 @@ def main(preload: list[str], launcher: str, avoid: list[str], folder: str) -> No
             for pid in children:
                 try:
                     os.killpg(pid, signal.SIGKILL)
-                except OSError:  # a child just forked may not have made its own group yet
+                except OSError:  # not a group yet: nbcd.execute.prelaunch.kill_group's fallback
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
