@@ -143,41 +143,47 @@ def run_tests(
     Notebooks run on ``executions`` when given (its maker closes it), else on the local
     kernel pool, or on ``options.cluster`` when set.
     """
-    settled: dict[int, NotebookOutcome] = {}
+    begun = _begin(options)
     if executions is None:
         # An unchanged rerun is settled from the cache alone, without loading asyncio (~20 ms
         # of a ~0.25 s rerun); the notebooks settled here are not looked up again.
-        started = time.perf_counter()
-        compare_options(options)  # a bad sanitizer file is an error either way
-        cache = _open_cache(options)
         for index, path in enumerate(paths):
-            checked = _check(path, options, cache)
+            checked = _check(path, options, begun.cache)
             if not isinstance(checked, NotebookOutcome) or checked.status != "cached":
                 break
-            settled[index] = checked
+            begun.settled[index] = checked
         else:
-            for outcome in settled.values():
+            for outcome in begun.settled.values():
                 if on_outcome is not None:
                     on_outcome(outcome)
-            return TestReport(tuple(settled.values()), time.perf_counter() - started)
+            return TestReport(tuple(begun.settled.values()), time.perf_counter() - begun.started)
     import asyncio
 
     return asyncio.run(
-        async_run_tests(
-            paths, options, on_outcome=on_outcome, executions=executions, _settled=settled
-        )
+        async_run_tests(paths, options, on_outcome=on_outcome, executions=executions, _begun=begun)
     )
 
 
-def _open_cache(options: TestOptions) -> PassCache | None:
-    """The pass cache of ``options``, its folder made (None when the cache is off)."""
+@dataclass
+class _Begun:
+    """What a run sets up before its first notebook, done once whichever entry point it took."""
+
+    started: float
+    compare: CompareOptions
+    cache: PassCache | None
+    settled: dict[int, NotebookOutcome] = field(default_factory=dict)  # by index, from cache
+
+
+def _begin(options: TestOptions) -> _Begun:
+    started = time.perf_counter()
+    compare = compare_options(options)  # a bad sanitizer file fails before any kernel starts
     cache = PassCache(options.cache_dir) if options.cache and options.cache_dir else None
     if cache is not None:
         # made before any notebook runs, so the build folder a notebook's folder may hold
         # looks the same in every listing the recorder takes
         with contextlib.suppress(OSError):
             cache.folder.mkdir(parents=True, exist_ok=True)
-    return cache
+    return _Begun(started, compare, cache)
 
 
 async def async_run_tests(
@@ -186,16 +192,14 @@ async def async_run_tests(
     *,
     on_outcome: OutcomeCallback | None = None,
     executions: Executions | None = None,
-    _settled: dict[int, NotebookOutcome] | None = None,
+    _begun: _Begun | None = None,
 ) -> TestReport:
-    """The async implementation of run_tests (``_settled``: outcomes run_tests found)."""
+    """The async implementation of run_tests (``_begun``: what run_tests set up and found)."""
     import asyncio
 
-    started = time.perf_counter()
+    begun = _begun or _begin(options)
+    started, compare, cache, settled = begun.started, begun.compare, begun.cache, begun.settled
     jobs = options.jobs or os.cpu_count() or 1
-    compare = compare_options(options)  # a bad sanitizer file fails before any kernel starts
-    cache = _open_cache(options)
-    settled = _settled or {}
     outcomes: dict[int, NotebookOutcome] = {}
     warnings: list[str] = []
 
